@@ -1,0 +1,384 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CPU faults and CPU-side mapping changes, as they reach a managed page.
+ * Everything here runs with reg.lock held, most of it on the fault thread,
+ * so nothing here waits: a page that is busy or pinned makes the fault park.
+ *
+ * A CPU touch of a page whose data is on a device brings it home "just as if
+ * the page was swapped out": with UFFDIO_MOVE straight out of device memory
+ * when that memory is movable (zero copy, and it wakes the faulting thread),
+ * with UFFDIO_COPY when it is only host-mapped, and through the device's DMA
+ * queue otherwise. When accesses look sequential, neighbours come along.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "kernel-compat.h"
+
+static enum fault_result zero_fill(uintptr_t addr)
+{
+	long n = uffd_zero(addr, PAGE_SIZE, 0);
+
+	if (n == -EAGAIN)
+		return FAULT_RETRY;
+	if (n < 0)
+		uffd_wake(addr, PAGE_SIZE); /* already there, or the mapping is gone */
+	else
+		STAT_ADD(zero_fills, 1);
+	return FAULT_DONE;
+}
+
+/*
+ * How many pages from addr come home with it: the run of pages on the same
+ * device in consecutive slots, no longer than the sequential window, which
+ * doubles while faults arrive in address order and resets otherwise.
+ */
+static size_t fault_window(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t cap)
+{
+	size_t i = range_index(r, addr);
+	uint64_t w0 = r->pages[i];
+	size_t n = 1, want;
+
+	if (addr == c->last_fault_end && c->window)
+		c->window = MIN(c->window * 2, opt.fault_around);
+	else
+		c->window = 1;
+	want = MIN(c->window, cap);
+	while (n < want && addr + n * PAGE_SIZE < r->end) {
+		uint64_t w = r->pages[i + n];
+
+		if (w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED))
+			break;
+		if (pw_loc(w) != pw_loc(w0) || pw_slot(w) != pw_slot(w0) + n)
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* The access cannot be served: SIGBUS for the faulting thread, data kept. */
+static void fail_access(struct hmm_device_core *c, uintptr_t addr, uint64_t *w, pid_t tid,
+			long err)
+{
+	log_err("cannot bring page 0x%lx home from %s (error %ld): the access gets SIGBUS",
+		(unsigned long)addr, c->dev->name, -err);
+	STAT_ADD(migrations_failed, 1);
+	if (!uffd_poison(addr, PAGE_SIZE)) {
+		*w |= PW_POISONED;
+		return;
+	}
+	if (tid)
+		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	uffd_wake(addr, PAGE_SIZE);
+}
+
+/* Device memory the runtime can read: move or copy straight from it. */
+static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range *r,
+					 uintptr_t addr, size_t n, pid_t tid)
+{
+	uint64_t *w = &r->pages[range_index(r, addr)];
+	uintptr_t src = (uintptr_t)dev_slot_addr(c, pw_slot(*w));
+	long done = -EIO;
+
+	for (unsigned attempt = 0; attempt < opt.fault_retries; attempt++) {
+		if (fault_fire(FP_DMA_TO_HOST)) {
+			done = -EIO;
+			n = 1;
+			continue;
+		}
+		done = -EINVAL;
+		if (dev_movable(c))
+			done = uffd_move(addr, src, n * PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
+		if (done > 0) {
+			run_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
+			break;
+		}
+		/* Read-only or locked mappings cannot take a moved page: copy it. */
+		if (done == -EINVAL)
+			done = uffd_copy(addr, (void *)src, n * PAGE_SIZE, 0);
+		if (done > 0) {
+			run_to_host(c, r, addr, (size_t)done / PAGE_SIZE, true, false);
+			break;
+		}
+		if (done == -EAGAIN)
+			return FAULT_RETRY;
+		if (done == -ENOENT) {
+			/* The mapping went away under us; its UNMAP event follows. */
+			uffd_wake(addr, PAGE_SIZE);
+			return FAULT_DONE;
+		}
+		n = 1;
+	}
+	if (done > 0) {
+		c->last_fault_end = addr + (size_t)done;
+		return FAULT_DONE;
+	}
+	fail_access(c, addr, w, tid, done);
+	return FAULT_DONE;
+}
+
+struct async_fault {
+	struct dma_job job;
+	struct dma_run run;
+	struct hmm_device_core *c;
+	pid_t tid;
+	unsigned attempts;
+};
+
+/* Queue thread: the copy home finished (UFFDIO_COPY already woke the faulter). */
+static void async_done(struct dma_job *job)
+{
+	struct async_fault *af = container_of(job, struct async_fault, job);
+	struct dma_run *run = &af->run;
+	size_t done = run->d.done;
+	struct range *r;
+
+	reg_lock();
+	r = reg_lookup(run->addr);
+	if (r && done)
+		run_to_host(af->c, r, run->addr, done, false, true);
+	if (r && done < run->d.npages) {
+		uintptr_t rest = run->addr + done * PAGE_SIZE;
+		uint64_t *w = &r->pages[range_index(r, rest)];
+
+		if (!done && ++af->attempts < opt.fault_retries) {
+			reg_unlock();
+			dmaq_submit(&af->c->q, job);
+			return;
+		}
+		if (!done)
+			fail_access(af->c, rest, w, af->tid, run->d.status);
+		run_unbusy(r, rest, run->d.npages - done);
+	}
+	reg_unlock();
+	meta_free(af, sizeof(*af));
+}
+
+/* Device memory only the device can read: a DMA job, and the fault parks. */
+static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
+					uintptr_t addr, size_t n, pid_t tid)
+{
+	struct async_fault *af = meta_alloc(sizeof(*af));
+	uint64_t *w = &r->pages[range_index(r, addr)];
+
+	if (!af)
+		return FAULT_RETRY;
+	af->c = c;
+	af->tid = tid;
+	af->run.addr = addr;
+	af->run.d.npages = (uint32_t)n;
+	af->run.d.slot = pw_slot(*w);
+	af->job.op = DMA_COPY_OUT;
+	af->job.runs = &af->run;
+	af->job.nruns = 1;
+	af->job.complete = async_done;
+	for (size_t i = 0; i < n; i++)
+		w[i] |= PW_BUSY;
+	c->last_fault_end = addr + n * PAGE_SIZE;
+	dmaq_submit(&c->q, &af->job);
+	return FAULT_PARK;
+}
+
+enum fault_result mig_fault_in(struct range *r, uintptr_t addr, bool write, pid_t tid,
+			       bool internal)
+{
+	uint64_t *w = &r->pages[range_index(r, addr)];
+	struct hmm_device_core *c;
+	uintptr_t pinned;
+	size_t n;
+
+	(void)write;
+	if (*w & PW_BUSY) {
+		/*
+		 * A migration's own copy read a page that vanished under it
+		 * (discarded by the application): its contents are zero. Parking
+		 * would deadlock the migration on itself.
+		 */
+		return internal ? zero_fill(addr) : FAULT_PARK;
+	}
+	if (*w & PW_EXCL) {
+		int err = mig_revoke_exclusive(addr, w);
+
+		if (err == -EBUSY)
+			return FAULT_PARK;
+		if (err == -EAGAIN)
+			return FAULT_RETRY;
+		if (err)
+			uffd_wake(addr, PAGE_SIZE);
+		return FAULT_DONE;
+	}
+	if (*w & PW_DUP) /* the host copy was reclaimed (MADV_FREE): zero */
+		page_drop(addr, w);
+	if (!pw_loc(*w))
+		return zero_fill(addr);
+	c = dev_by_loc(pw_loc(*w));
+	if (dev_coherent(c))
+		return zero_fill(addr); /* never populated; stays in device memory */
+
+	n = fault_window(c, r, addr, dev_host_mapped(c) ? opt.fault_around : PMD_PAGES);
+	mirror_lock(&c->mirror);
+	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	if (pinned == addr)
+		return FAULT_PARK; /* the device is writing it right now */
+	n = (pinned - addr) / PAGE_SIZE;
+	if (dev_host_mapped(c))
+		return fault_in_inline(c, r, addr, n, tid);
+	return fault_in_async(c, r, addr, n, tid);
+}
+
+enum fault_result mig_fault_wp(struct range *r, uintptr_t addr)
+{
+	uint64_t *w = &r->pages[range_index(r, addr)];
+	int err;
+
+	if ((*w & (PW_BUSY | PW_ZAPPING)) == (PW_BUSY | PW_ZAPPING))
+		return FAULT_PARK;
+	if (*w & PW_BUSY)
+		*w |= PW_ABORT; /* the CPU wins; the copy in flight is dropped */
+	else if (*w & PW_DUP)
+		return mig_collapse_dup(addr, w) == -EAGAIN ? FAULT_RETRY : FAULT_DONE;
+	err = uffd_protect(addr, PAGE_SIZE, false, true);
+	if (err == -EAGAIN)
+		return FAULT_RETRY;
+	return FAULT_DONE;
+}
+
+int mig_revoke_exclusive(uintptr_t addr, uint64_t *w)
+{
+	struct hmm_device_core *d = dev_by_loc(pw_aux(*w));
+	uintptr_t src = (uintptr_t)holding_addr(pw_slot(*w));
+	bool stale = false;
+	long n;
+
+	if (d) {
+		mirror_lock(&d->mirror);
+		if (mirror_pinned(&d->mirror, addr, addr + PAGE_SIZE)) {
+			mirror_unlock(&d->mirror);
+			return -EBUSY;
+		}
+		mirror_invalidate(&d->mirror, addr, addr + PAGE_SIZE);
+		mirror_unlock(&d->mirror);
+	}
+	n = uffd.can_move ? uffd_move(addr, src, PAGE_SIZE, 0) : -EINVAL;
+	if (n == -EINVAL) {
+		n = uffd_copy(addr, (void *)src, PAGE_SIZE, 0);
+		stale = true;
+	}
+	if (n == -EAGAIN)
+		return -EAGAIN;
+	if (n < 0 && n != -ENOENT) {
+		log_err("cannot end exclusive access to 0x%lx: %ld", (unsigned long)addr, n);
+		return (int)n;
+	}
+	holding_free(pw_slot(*w), stale);
+	*w = pw_set_aux(*w & ~PW_EXCL, 0, 0);
+	return 0;
+}
+
+int mig_collapse_dup(uintptr_t addr, uint64_t *w)
+{
+	struct hmm_device_core *d = dev_by_loc(pw_aux(*w));
+
+	/* The device stops reading its copy before the CPU may write. */
+	if (d) {
+		free_slots(d, pw_slot(*w), 1, true);
+		mirror_lock(&d->mirror);
+		mirror_invalidate(&d->mirror, addr, addr + PAGE_SIZE);
+		mirror_unlock(&d->mirror);
+	}
+	*w = pw_set_aux(*w & ~PW_DUP, 0, 0);
+	return uffd_protect(addr, PAGE_SIZE, false, true);
+}
+
+/*
+ * The CPU mapping of [start, end) was unmapped, or emptied by madvise: device
+ * copies are dropped (the memory reads as zero now). A page a migration owns
+ * keeps its slot until the owner commits and finds the page gone (a hole) or
+ * discarded (PW_DISCARD); the owner frees what its own job allocated.
+ */
+void mig_discard(uintptr_t start, uintptr_t end, bool unmapped)
+{
+	for (size_t i = 0; i < reg.n; i++) {
+		struct range *r = reg.v[i];
+
+		if (r->end <= start)
+			continue;
+		if (r->start >= end)
+			break;
+		for (uintptr_t p = MAX(start, r->start); p < MIN(end, r->end); p += PAGE_SIZE) {
+			uint64_t *w = &r->pages[range_index(r, p)];
+
+			if (*w & PW_UNMAPPED)
+				continue;
+			if (*w & PW_BUSY)
+				*w |= PW_DISCARD;
+			else
+				page_drop(p, w);
+		}
+	}
+	if (unmapped)
+		reg_mark_unmapped(start, end);
+}
+
+/* mremap moved [from, from + len) to "to": the page states move with it. */
+void mig_remapped(uintptr_t from, uintptr_t to, size_t len)
+{
+	size_t npages = len / PAGE_SIZE;
+	struct attr *attrs = NULL;
+	unsigned nattrs = 0;
+	uint64_t *words;
+	struct vma v;
+
+	if (!reg_overlaps(from, from + len))
+		return;
+	words = meta_alloc(npages * sizeof(*words));
+	if (!words) {
+		log_err("out of memory tracking mremap of 0x%lx; its device pages are lost",
+			(unsigned long)from);
+		mig_discard(from, from + len, true);
+		return;
+	}
+	for (size_t i = 0; i < npages; i++) {
+		struct range *r;
+		uint64_t *w = reg_word(from + i * PAGE_SIZE, &r);
+
+		words[i] = PW_UNMAPPED;
+		if (!w)
+			continue;
+		if (!attrs && r->nattrs)
+			attr_copy_out(r, from, from + len, &attrs, &nattrs);
+		if (*w & PW_BUSY) {
+			/* Only a raw mremap(2) races a migration: the wrapper fences. */
+			log_err("mremap of 0x%lx raced a migration; that page now reads as zero",
+				(unsigned long)(from + i * PAGE_SIZE));
+			*w |= PW_DISCARD;
+			words[i] = *w & PW_ADVICE;
+			continue;
+		}
+		words[i] = *w & ~PW_PARKED;
+		*w &= PW_ADVICE; /* the data and its device copy left with the mapping */
+	}
+	/* MREMAP_DONTUNMAP leaves the old range mapped, registered and empty. */
+	if (vma_query(from, &v))
+		reg_mark_unmapped(from, from + len);
+	for (unsigned i = 0; i < nattrs; i++) {
+		attrs[i].start = attrs[i].start - from + to;
+		attrs[i].end = attrs[i].end - from + to;
+	}
+	for (size_t i = 0; i < npages;) {
+		size_t n = 0;
+
+		while (i + n < npages && words[i + n] != PW_UNMAPPED)
+			n++;
+		if (n && reg_insert_words(to + i * PAGE_SIZE, words + i, n, attrs, nattrs))
+			log_err("out of memory tracking mremap to 0x%lx; its device pages are lost",
+				(unsigned long)(to + i * PAGE_SIZE));
+		i += n ? n : 1;
+	}
+	meta_free(attrs, nattrs * sizeof(*attrs));
+	meta_free(words, npages * sizeof(*words));
+}

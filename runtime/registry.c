@@ -1,0 +1,562 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Managed ranges and the state word of every managed page.
+ *
+ * A range covers a span of private anonymous memory registered with our
+ * userfaultfd (missing and write-protect modes). Ranges are few and large;
+ * they sit in an array sorted by address. Pages that stop being managed
+ * inside a range (partial munmap, hmm_unmanage) become holes (PW_UNMAPPED)
+ * rather than splitting the range, so nobody's view of a range ever moves
+ * under reg.lock; holes at either end are trimmed, and an all-hole range
+ * is freed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kernel-compat.h"
+
+struct registry reg = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.changed = PTHREAD_COND_INITIALIZER,
+};
+
+#define REG_MODE (UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP)
+
+void reg_lock(void)
+{
+	pthread_mutex_lock(&reg.lock);
+}
+
+void reg_unlock(void)
+{
+	pthread_mutex_unlock(&reg.lock);
+}
+
+void reg_wait_changed(void)
+{
+	pthread_cond_wait(&reg.changed, &reg.lock);
+}
+
+void reg_broadcast(void)
+{
+	pthread_cond_broadcast(&reg.changed);
+}
+
+/* Index of the first range whose end is above addr. */
+static size_t first_above(uintptr_t addr)
+{
+	size_t lo = 0, hi = reg.n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (reg.v[mid]->end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct range *reg_lookup(uintptr_t addr)
+{
+	size_t i = first_above(addr);
+
+	if (i < reg.n && reg.v[i]->start <= addr)
+		return reg.v[i];
+	return NULL;
+}
+
+uint64_t *reg_word(uintptr_t addr, struct range **ret_r)
+{
+	struct range *r = reg_lookup(addr);
+	uint64_t *w;
+
+	if (!r)
+		return NULL;
+	w = &r->pages[range_index(r, addr)];
+	if (*w & PW_UNMAPPED)
+		return NULL;
+	if (ret_r)
+		*ret_r = r;
+	return w;
+}
+
+int reg_for_each(uintptr_t start, uintptr_t end,
+		 int (*fn)(struct range *r, uintptr_t s, uintptr_t e, void *arg), void *arg)
+{
+	for (size_t i = first_above(start); i < reg.n && reg.v[i]->start < end; i++) {
+		struct range *r = reg.v[i];
+		int err = fn(r, MAX(start, r->start), MIN(end, r->end), arg);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+bool reg_overlaps(uintptr_t start, uintptr_t end)
+{
+	for (size_t i = first_above(start); i < reg.n && reg.v[i]->start < end; i++) {
+		struct range *r = reg.v[i];
+		uintptr_t s = MAX(start, r->start), e = MIN(end, r->end);
+
+		for (uintptr_t a = s; a < e; a += PAGE_SIZE)
+			if (!(r->pages[range_index(r, a)] & PW_UNMAPPED))
+				return true;
+	}
+	return false;
+}
+
+bool reg_covers(uintptr_t start, uintptr_t end)
+{
+	for (uintptr_t a = start; a < end;) {
+		struct range *r = reg_lookup(a);
+
+		if (!r)
+			return false;
+		for (; a < end && a < r->end; a += PAGE_SIZE)
+			if (r->pages[range_index(r, a)] & PW_UNMAPPED)
+				return false;
+	}
+	return true;
+}
+
+static int insert_range(struct range *r)
+{
+	size_t i = first_above(r->start);
+
+	if (reg.n == reg.cap) {
+		size_t cap = reg.cap ? reg.cap * 2 : 16;
+		struct range **v = meta_realloc(reg.v, reg.cap * sizeof(*v), cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		reg.v = v;
+		reg.cap = cap;
+	}
+	memmove(&reg.v[i + 1], &reg.v[i], (reg.n - i) * sizeof(*reg.v));
+	reg.v[i] = r;
+	reg.n++;
+	return 0;
+}
+
+static void free_range(struct range *r)
+{
+	meta_free(r->pages_base, r->pages_bytes);
+	meta_free(r->attrs, r->nattrs * sizeof(*r->attrs));
+	meta_free(r, sizeof(*r));
+}
+
+static void drop_range(struct range *r)
+{
+	for (size_t i = 0; i < reg.n; i++) {
+		if (reg.v[i] == r) {
+			memmove(&reg.v[i], &reg.v[i + 1], (reg.n - i - 1) * sizeof(*reg.v));
+			reg.n--;
+			break;
+		}
+	}
+	free_range(r);
+}
+
+static struct range *new_range(uintptr_t start, uintptr_t end, const uint64_t *words)
+{
+	size_t npages = (end - start) >> PAGE_SHIFT;
+	struct range *r = meta_alloc(sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->pages_bytes = npages * sizeof(uint64_t);
+	r->pages_base = meta_alloc(r->pages_bytes);
+	if (!r->pages_base) {
+		meta_free(r, sizeof(*r));
+		return NULL;
+	}
+	r->pages = r->pages_base;
+	r->start = start;
+	r->end = end;
+	if (words)
+		memcpy(r->pages, words, r->pages_bytes);
+	return r;
+}
+
+static int register_span(uintptr_t start, uintptr_t end)
+{
+	if (!reg.registered)
+		return 0;
+	return uffd_register(start, end - start, REG_MODE);
+}
+
+/*
+ * Manage [start, end): holes of existing ranges come back to life, gaps
+ * between ranges become new ranges. words (optional) gives their state.
+ */
+static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struct range **ret)
+{
+	uintptr_t at = start;
+	int err = register_span(start, end);
+
+	if (err)
+		return err;
+	while (at < end) {
+		size_t i = first_above(at);
+		struct range *r = i < reg.n ? reg.v[i] : NULL;
+		uintptr_t stop;
+
+		if (r && r->start <= at) {
+			stop = MIN(end, r->end);
+			for (uintptr_t a = at; a < stop; a += PAGE_SIZE) {
+				uint64_t *w = &r->pages[range_index(r, a)];
+
+				if (*w & PW_UNMAPPED) {
+					*w = words ? words[(a - start) >> PAGE_SHIFT] : 0;
+					reg.managed_pages++;
+				}
+			}
+		} else {
+			struct range *nr;
+
+			stop = r ? MIN(end, r->start) : end;
+			nr = new_range(at, stop, words ? words + ((at - start) >> PAGE_SHIFT) : NULL);
+			if (!nr || insert_range(nr)) {
+				if (nr)
+					free_range(nr);
+				return -ENOMEM;
+			}
+			reg.managed_pages += (stop - at) >> PAGE_SHIFT;
+			r = nr;
+		}
+		if (ret && at == start)
+			*ret = r;
+		at = stop;
+	}
+	return 0;
+}
+
+int reg_add(uintptr_t start, uintptr_t end, struct range **ret)
+{
+	return add_span(start, end, NULL, ret);
+}
+
+int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,
+		     const struct attr *attrs, unsigned nattrs)
+{
+	uintptr_t end = start + npages * PAGE_SIZE;
+	struct range *r = NULL;
+	int err = add_span(start, end, words, &r);
+
+	for (unsigned i = 0; !err && i < nattrs; i++) {
+		uintptr_t s = MAX(attrs[i].start, start), e = MIN(attrs[i].end, end);
+
+		for (uintptr_t a = s; a < e;) {
+			struct range *t = reg_lookup(a);
+			uintptr_t stop = MIN(e, t->end);
+
+			attr_set(t, a, stop, 1, attrs[i].preferred, attrs[i].accessed_by, 0);
+			a = stop;
+		}
+	}
+	return err;
+}
+
+/* Give back holes at either end; free a range that is all hole. */
+static void trim(struct range *r)
+{
+	while (r->start < r->end && (r->pages[0] & PW_UNMAPPED)) {
+		r->pages++;
+		r->start += PAGE_SIZE;
+	}
+	while (r->end > r->start && (r->pages[range_index(r, r->end - PAGE_SIZE)] & PW_UNMAPPED))
+		r->end -= PAGE_SIZE;
+	if (r->start == r->end)
+		drop_range(r);
+}
+
+void reg_mark_unmapped(uintptr_t start, uintptr_t end)
+{
+	size_t i = first_above(start);
+
+	while (i < reg.n && reg.v[i]->start < end) {
+		struct range *r = reg.v[i];
+		uintptr_t s = MAX(start, r->start), e = MIN(end, r->end);
+		size_t before = reg.n;
+
+		for (uintptr_t a = s; a < e; a += PAGE_SIZE) {
+			uint64_t *w = &r->pages[range_index(r, a)];
+
+			if (!(*w & PW_UNMAPPED)) {
+				*w = PW_UNMAPPED;
+				reg.managed_pages--;
+			}
+		}
+		attr_set(r, s, e, 1, PREF_NONE, 0, ~0u);
+		trim(r);
+		if (reg.n == before)
+			i++;
+	}
+}
+
+int reg_remove(uintptr_t start, uintptr_t end)
+{
+	if (reg.registered) {
+		int err = uffd_unregister(start, end - start);
+
+		if (err && err != -ENOENT)
+			return err;
+	}
+	reg_mark_unmapped(start, end);
+	return 0;
+}
+
+int reg_extend(uintptr_t old_end, uintptr_t new_end)
+{
+	struct range *r = reg_lookup(old_end - PAGE_SIZE);
+	size_t off, npages, bytes;
+	uint64_t *base;
+	int err;
+
+	if (!r || r->end != old_end || reg_lookup(old_end))
+		return reg_add(old_end, new_end, NULL);
+	err = register_span(old_end, new_end);
+	if (err)
+		return err;
+	off = (size_t)(r->pages - r->pages_base);
+	npages = (new_end - r->start) >> PAGE_SHIFT;
+	bytes = (off + npages) * sizeof(uint64_t);
+	if (bytes > r->pages_bytes) {
+		base = meta_realloc(r->pages_base, r->pages_bytes, bytes);
+		if (!base)
+			return -ENOMEM;
+		r->pages_base = base;
+		r->pages = base + off;
+		r->pages_bytes = bytes;
+	}
+	memset(&r->pages[range_index(r, old_end)], 0,
+	       ((new_end - old_end) >> PAGE_SHIFT) * sizeof(uint64_t));
+	reg.managed_pages += (new_end - old_end) >> PAGE_SHIFT;
+	r->end = new_end;
+	return 0;
+}
+
+int reg_register_all(void)
+{
+	for (size_t i = 0; i < reg.n; i++) {
+		struct range *r = reg.v[i];
+		uintptr_t run = 0;
+
+		for (uintptr_t a = r->start; a <= r->end; a += PAGE_SIZE) {
+			bool hole = a == r->end || (r->pages[range_index(r, a)] & PW_UNMAPPED);
+
+			if (!hole && !run)
+				run = a;
+			if (hole && run) {
+				int err = uffd_register(run, a - run, REG_MODE);
+
+				if (err && err != -ENOMEM) {
+					/* The mapping changed while we were not looking. */
+					log_warn("cannot manage 0x%lx-0x%lx again: %d", (unsigned long)run,
+						 (unsigned long)a, err);
+				}
+				run = 0;
+			}
+		}
+	}
+	reg.registered = true;
+	return 0;
+}
+
+void reg_forget_registration(void)
+{
+	reg.registered = false;
+}
+
+void reg_fence_add(struct fence *f, uintptr_t start, uintptr_t end)
+{
+	f->start = start;
+	f->end = end;
+	f->next = reg.fences;
+	reg.fences = f;
+}
+
+void reg_fence_remove(struct fence *f)
+{
+	for (struct fence **p = &reg.fences; *p; p = &(*p)->next) {
+		if (*p == f) {
+			*p = f->next;
+			break;
+		}
+	}
+	reg_broadcast();
+	handler_kick();
+}
+
+bool reg_fenced(uintptr_t start, uintptr_t end)
+{
+	for (struct fence *f = reg.fences; f; f = f->next)
+		if (f->start < end && f->end > start)
+			return true;
+	return false;
+}
+
+static bool any_busy(uintptr_t start, uintptr_t end)
+{
+	for (size_t i = first_above(start); i < reg.n && reg.v[i]->start < end; i++) {
+		struct range *r = reg.v[i];
+
+		for (uintptr_t a = MAX(start, r->start); a < MIN(end, r->end); a += PAGE_SIZE)
+			if (r->pages[range_index(r, a)] & PW_BUSY)
+				return true;
+	}
+	return false;
+}
+
+void reg_wait_quiet(uintptr_t start, uintptr_t end, bool ignore_fences)
+{
+	while ((!ignore_fences && reg_fenced(start, end)) || any_busy(start, end))
+		reg_wait_changed();
+}
+
+/* The child of fork holds no device state and no registration. */
+void reg_fork_child(void)
+{
+	pthread_mutex_init(&reg.lock, NULL);
+	pthread_cond_init(&reg.changed, NULL);
+	reg.registered = false;
+	reg.fences = NULL;
+	for (size_t i = 0; i < reg.n; i++) {
+		struct range *r = reg.v[i];
+
+		for (size_t p = 0; p < (size_t)((r->end - r->start) >> PAGE_SHIFT); p++)
+			r->pages[p] &= PW_UNMAPPED | PW_ADVICE;
+		for (unsigned a = 0; a < r->nattrs; a++) {
+			r->attrs[a].accessed_by = 0;
+			if (r->attrs[a].preferred >= 0)
+				r->attrs[a].preferred = PREF_NONE;
+		}
+	}
+}
+
+/* ---- interval advice ---------------------------------------------------- */
+
+static const struct attr default_attr = { .preferred = PREF_NONE };
+
+const struct attr *attr_at(const struct range *r, uintptr_t addr)
+{
+	for (unsigned i = 0; i < r->nattrs; i++)
+		if (r->attrs[i].start <= addr && addr < r->attrs[i].end)
+			return &r->attrs[i];
+	return &default_attr;
+}
+
+int attr_preferred(const struct range *r, uintptr_t addr)
+{
+	return attr_at(r, addr)->preferred;
+}
+
+uint32_t attr_accessed_by(const struct range *r, uintptr_t addr)
+{
+	return attr_at(r, addr)->accessed_by;
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Change the advice of [s, e): cut the range at every interval boundary,
+ * apply the change inside [s, e), and keep only non-default pieces, merged.
+ */
+int attr_set(struct range *r, uintptr_t s, uintptr_t e, int set_preferred, int preferred,
+	     uint32_t ab_set, uint32_t ab_clear)
+{
+	size_t npts = 0, cap = 2 * (size_t)r->nattrs + 2;
+	uintptr_t *pts = meta_alloc(cap * sizeof(*pts));
+	struct attr *out;
+	unsigned nout = 0;
+
+	/* Nothing to split when the range has no advice and none is added. */
+	if (!r->nattrs && !ab_set && (!set_preferred || preferred == PREF_NONE)) {
+		meta_free(pts, cap * sizeof(*pts));
+		return 0;
+	}
+	out = meta_alloc((cap + 1) * sizeof(*out));
+	if (!pts || !out) {
+		meta_free(pts, cap * sizeof(*pts));
+		meta_free(out, (cap + 1) * sizeof(*out));
+		return -ENOMEM;
+	}
+	pts[npts++] = s;
+	pts[npts++] = e;
+	for (unsigned i = 0; i < r->nattrs; i++) {
+		pts[npts++] = r->attrs[i].start;
+		pts[npts++] = r->attrs[i].end;
+	}
+	qsort(pts, npts, sizeof(*pts), cmp_addr);
+	for (size_t i = 0; i + 1 < npts; i++) {
+		uintptr_t p = pts[i], q = pts[i + 1];
+		struct attr a;
+
+		if (p == q)
+			continue;
+		a = *attr_at(r, p);
+		a.start = p;
+		a.end = q;
+		if (p >= s && q <= e) {
+			if (set_preferred)
+				a.preferred = preferred;
+			a.accessed_by = (a.accessed_by | ab_set) & ~ab_clear;
+		}
+		if (a.preferred == PREF_NONE && !a.accessed_by)
+			continue;
+		if (nout && out[nout - 1].end == p && out[nout - 1].preferred == a.preferred &&
+		    out[nout - 1].accessed_by == a.accessed_by)
+			out[nout - 1].end = q;
+		else
+			out[nout++] = a;
+	}
+	meta_free(pts, cap * sizeof(*pts));
+	meta_free(r->attrs, r->nattrs * sizeof(*r->attrs));
+	r->attrs = NULL;
+	r->nattrs = 0;
+	if (nout) {
+		r->attrs = meta_alloc(nout * sizeof(*out));
+		if (!r->attrs) {
+			meta_free(out, (cap + 1) * sizeof(*out));
+			return -ENOMEM;
+		}
+		memcpy(r->attrs, out, nout * sizeof(*out));
+		r->nattrs = nout;
+	}
+	meta_free(out, (cap + 1) * sizeof(*out));
+	return 0;
+}
+
+void attr_copy_out(const struct range *r, uintptr_t start, uintptr_t end, struct attr **ret,
+		   unsigned *ret_n)
+{
+	unsigned n = 0;
+
+	*ret = NULL;
+	*ret_n = 0;
+	for (unsigned i = 0; i < r->nattrs; i++)
+		if (r->attrs[i].start < end && r->attrs[i].end > start)
+			n++;
+	if (!n || !(*ret = meta_alloc(n * sizeof(**ret))))
+		return;
+	n = 0;
+	for (unsigned i = 0; i < r->nattrs; i++) {
+		if (r->attrs[i].start < end && r->attrs[i].end > start) {
+			(*ret)[n] = r->attrs[i];
+			(*ret)[n].start = MAX(start, r->attrs[i].start);
+			(*ret)[n].end = MIN(end, r->attrs[i].end);
+			n++;
+		}
+	}
+	*ret_n = n;
+}

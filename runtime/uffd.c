@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The userfaultfd file: how we get one (with kernel-mode faults when the
+ * process may have them), which features the kernel offers, and thin ioctl
+ * wrappers that turn partial results into "bytes done or -errno".
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "kernel-compat.h"
+
+#define REQUIRED_FEATURES                                                        \
+	(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_REMAP | \
+	 UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_THREAD_ID)
+#define OPTIONAL_FEATURES (UFFD_FEATURE_MOVE | UFFD_FEATURE_POISON)
+
+struct uffd_state uffd = { .fd = -1 };
+
+/* A new userfaultfd, trying the privileged ways first. */
+static int uffd_new(bool *ret_kernel_faults, const char **ret_origin)
+{
+	int fd, err;
+
+	if (opt.uffd_mode != UFFD_MODE_USER) {
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+		if (fd >= 0) {
+			*ret_kernel_faults = true;
+			*ret_origin = "userfaultfd(2)";
+			return fd;
+		}
+		err = -errno;
+		if (err == -ENOSYS)
+			return err;
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+			if (fd >= 0) {
+				*ret_kernel_faults = true;
+				*ret_origin = "/dev/userfaultfd";
+				return fd;
+			}
+		}
+		if (opt.uffd_mode == UFFD_MODE_KERNEL)
+			return err;
+	}
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0)
+		return -errno;
+	*ret_kernel_faults = false;
+	*ret_origin = "userfaultfd(2), user-mode faults only";
+	return fd;
+}
+
+/* UFFDIO_API on a throw-away descriptor: what the kernel offers. */
+static int uffd_available(uint64_t *ret_features, uint64_t *ret_ioctls)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	bool kf;
+	const char *origin;
+	int fd = uffd_new(&kf, &origin);
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	close(fd);
+	*ret_features = api.features;
+	*ret_ioctls = api.ioctls;
+	return 0;
+}
+
+void uffd_probe(struct uffd_probe *ret)
+{
+	int fd;
+
+	*ret = (struct uffd_probe){ 0 };
+	ret->error = uffd_available(&ret->features, &ret->ioctls);
+	if (ret->error)
+		return;
+	fd = uffd_new(&ret->kernel_faults, &ret->origin);
+	if (fd >= 0)
+		close(fd);
+}
+
+int uffd_open(void)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	uint64_t avail, ioctls;
+	int fd, err;
+
+	if (uffd.fd >= 0)
+		return 0;
+	err = uffd_available(&avail, &ioctls);
+	if (err)
+		return err;
+	if ((avail & REQUIRED_FEATURES) != REQUIRED_FEATURES) {
+		log_err("userfaultfd lacks events or write-protect support (kernel too old)");
+		return -EOPNOTSUPP;
+	}
+	fd = uffd_new(&uffd.kernel_faults, &uffd.origin);
+	if (fd < 0)
+		return fd;
+	api.features = REQUIRED_FEATURES | (avail & OPTIONAL_FEATURES);
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	uffd.fd = fd;
+	uffd.features = api.features;
+	uffd.can_move = api.features & UFFD_FEATURE_MOVE;
+	uffd.can_poison = api.features & UFFD_FEATURE_POISON;
+	if (!uffd.kernel_faults)
+		log_warn("userfaultfd is limited to user-mode faults (vm.unprivileged_userfaultfd=0 "
+			 "and no CAP_SYS_PTRACE): pages stay in host memory, so that system calls "
+			 "on them keep working");
+	return 0;
+}
+
+void uffd_close(void)
+{
+	if (uffd.fd >= 0)
+		close(uffd.fd);
+	uffd.fd = -1;
+}
+
+void uffd_forget(void)
+{
+	uffd_close();
+}
+
+int uffd_register(uintptr_t start, size_t len, uint64_t mode)
+{
+	struct uffdio_register r = { .range = { start, len }, .mode = mode };
+
+	return ioctl(uffd.fd, UFFDIO_REGISTER, &r) ? -errno : 0;
+}
+
+int uffd_unregister(uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { start, len };
+
+	return ioctl(uffd.fd, UFFDIO_UNREGISTER, &r) ? -errno : 0;
+}
+
+/* The kernel reports partial progress in the result field; fold it in. */
+static long partial(int rc, int64_t done, size_t len)
+{
+	if (!rc)
+		return (long)len;
+	if (done > 0)
+		return (long)done;
+	return done < 0 ? (long)done : -errno;
+}
+
+long uffd_move(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
+{
+	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
+
+	return partial(ioctl(uffd.fd, UFFDIO_MOVE, &m), m.move, len);
+}
+
+long uffd_copy(uintptr_t dst, const void *src, size_t len, uint64_t mode)
+{
+	struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode };
+
+	return partial(ioctl(uffd.fd, UFFDIO_COPY, &c), c.copy, len);
+}
+
+long uffd_zero(uintptr_t dst, size_t len, uint64_t mode)
+{
+	struct uffdio_zeropage z = { .range = { dst, len }, .mode = mode };
+
+	return partial(ioctl(uffd.fd, UFFDIO_ZEROPAGE, &z), z.zeropage, len);
+}
+
+int uffd_protect(uintptr_t start, size_t len, bool protect, bool wake)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { start, len },
+		.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
+			(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
+	};
+
+	return ioctl(uffd.fd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
+}
+
+int uffd_wake(uintptr_t start, size_t len)
+{
+	struct uffdio_range r = { start, len };
+
+	return ioctl(uffd.fd, UFFDIO_WAKE, &r) ? -errno : 0;
+}
+
+int uffd_poison(uintptr_t start, size_t len)
+{
+	struct uffdio_poison p = { .range = { start, len } };
+
+	if (!uffd.can_poison)
+		return -EOPNOTSUPP;
+	return ioctl(uffd.fd, UFFDIO_POISON, &p) ? -errno : 0;
+}
