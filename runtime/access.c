@@ -484,6 +484,15 @@ int acc_exclusive(struct hmm_device_core *c, uintptr_t start, uintptr_t end, str
 	if (err)
 		goto out;
 again:
+	/* Exclusive access is to system memory: pages in coherent memory (or
+	 * private to another device) come home first. */
+	for (int i = 0; i < MAX_DEVICES; i++) {
+		struct hmm_device_core *d = dev_table[i];
+		struct mig_result res;
+
+		if (d && (d != c || dev_coherent(d)))
+			mig_home(start, end, d, &res);
+	}
 	if (first_unmapped(c, start, end, MIR_READ | MIR_WRITE) < end) {
 		err = acc_fault_round(c, start, end, true, false);
 		if (err)
@@ -495,7 +504,7 @@ again:
 		uint64_t *w = reg_word(p, NULL);
 		long n;
 
-		if (!w || (*w & PW_BUSY) || (pw_loc(*w) && pw_loc(*w) != (unsigned)c->index + 1) ||
+		if (!w || (*w & PW_BUSY) || (pw_loc(*w) && !local_to(c, *w, true)) ||
 		    ((*w & (PW_EXCL | PW_DUP)) && pw_aux(*w) != (unsigned)c->index + 1)) {
 			err = -EAGAIN; /* raced: another round */
 			break;

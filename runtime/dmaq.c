@@ -99,6 +99,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 {
 	struct hmm_device_core *c = q->core;
 	struct hmm_device *dev = c->dev;
+	uint64_t mode = job->dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
 
 	for (unsigned i = 0; i < job->nruns; i++) {
 		struct dma_run *run = &job->runs[i];
@@ -111,7 +112,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 			else
 				n = retry_eagain(copy_op, run->addr,
 						 (uintptr_t)dev_slot_addr(c, run->d.slot),
-						 (size_t)run->d.npages * PAGE_SIZE, 0);
+						 (size_t)run->d.npages * PAGE_SIZE, mode);
 			finish_run(run, n);
 			continue;
 		}
@@ -130,7 +131,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 				break;
 			}
 			n = retry_eagain(copy_op, run->addr + done * PAGE_SIZE, (uintptr_t)q->bounce,
-					 (size_t)d.npages * PAGE_SIZE, 0);
+					 (size_t)d.npages * PAGE_SIZE, mode);
 			if (n < (long)(d.npages * PAGE_SIZE)) {
 				if (n > 0)
 					done += (size_t)n / PAGE_SIZE;

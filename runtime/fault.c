@@ -128,7 +128,7 @@ struct async_fault {
 	unsigned attempts;
 };
 
-/* Queue thread: the copy home finished (UFFDIO_COPY already woke the faulter). */
+/* Queue thread: the copy home finished; commit, then wake the faulter. */
 static void async_done(struct dma_job *job)
 {
 	struct async_fault *af = container_of(job, struct async_fault, job);
@@ -140,6 +140,8 @@ static void async_done(struct dma_job *job)
 	r = reg_lookup(run->addr);
 	if (r && done)
 		run_to_host(af->c, r, run->addr, done, false, true);
+	if (done)
+		uffd_wake(run->addr, done * PAGE_SIZE);
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = &r->pages[range_index(r, rest)];
@@ -175,6 +177,7 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 	af->job.runs = &af->run;
 	af->job.nruns = 1;
 	af->job.complete = async_done;
+	af->job.dontwake = true;
 	for (size_t i = 0; i < n; i++)
 		w[i] |= PW_BUSY;
 	c->last_fault_end = addr + n * PAGE_SIZE;

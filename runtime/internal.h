@@ -413,6 +413,7 @@ struct dma_job {
 	unsigned nruns;
 	void (*complete)(struct dma_job *job);  /* queue thread; NULL: dmaq_wait */
 	void *arg;
+	bool dontwake;      /* COPY_OUT: the completion wakes waiters after committing */
 	bool done;
 };
 

@@ -250,10 +250,8 @@ static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool c
 			continue;
 		}
 	}
-	if (elsewhere) {
-		err = -EAGAIN;
+	if (elsewhere)
 		goto out;
-	}
 	/* Claim runs of host pages, each with a run of slots. */
 	for (uintptr_t p = a; p < b;) {
 		uint64_t *w = reg_word(p, NULL);
@@ -296,7 +294,7 @@ out:
 		nap();
 		return -EAGAIN;
 	}
-	if (elsewhere) {
+	if (!err && elsewhere) {
 		struct mig_result sub = { 0 };
 
 		/* Pages on another device come home first, then move across. */
