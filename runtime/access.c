@@ -100,7 +100,7 @@ static int plan_round(struct hmm_device_core *c, uintptr_t start, uintptr_t end,
 			continue;
 		if (attr_preferred(r, p) == c->index && !dev_coherent(c) && uffd.kernel_faults)
 			plan |= PLAN_MIGRATE;
-		else if ((*w & PW_READ_MOSTLY) && !write && !dev_coherent(c))
+		else if ((*w & PW_READ_MOSTLY) && !write && !dev_coherent(c) && reg.registered)
 			plan |= PLAN_DUP;
 	}
 	*ret_plan = plan;

@@ -374,10 +374,10 @@ int hmm_device_exclusive(struct hmm_device *dev, void *addr, size_t len, struct 
 		return err;
 	/* Exclusive pages are out of the CPU's page table: that needs UFFDIO_MOVE,
 	 * and system calls on them need kernel-mode faults. */
-	if (!uffd.can_move)
-		err = -EOPNOTSUPP;
-	else if (!uffd.kernel_faults)
+	if (!uffd.kernel_faults)
 		err = -EPERM;
+	else if (!uffd.can_move)
+		err = -EOPNOTSUPP;
 	else
 		err = acc_exclusive(c, start, end, &acc);
 	rt_leave();

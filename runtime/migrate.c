@@ -200,6 +200,13 @@ static void commit_to_device(struct batch *b, bool (*keep)(const struct bpage *p
 	}
 }
 
+/*
+ * Write-protect the runs of bt; pages whose protection fails are released
+ * (copying them unprotected could lose a concurrent write) and dropped from
+ * bt. Returns whether anything is left.
+ */
+static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_result *res);
+
 /* reg.lock held: give up on a page: free its slot, clear its claim. */
 static void release_page(struct hmm_device_core *c, const struct bpage *p, bool stale)
 {
@@ -317,14 +324,8 @@ static void copy_to_device(struct batch *bt, bool writable, struct failset *fail
 	bool any_zap = false;
 
 	/* Isolate: a CPU write from now on faults, and aborts that page. */
-	build_runs(bt, NULL, false);
-	for (unsigned i = 0; i < bt->nruns; i++) {
-		int err;
-
-		while ((err = uffd_protect(bt->runs[i].addr, bt->runs[i].d.npages * PAGE_SIZE, true,
-					   false)) == -EAGAIN)
-			nap();
-	}
+	if (!protect_runs(bt, failed, res))
+		return;
 	/* Pages never populated copy as zeros without being touched. */
 	pm = meta_alloc(bt->n * sizeof(*pm));
 	for (size_t i = 0; i < bt->n; i++) {
@@ -396,6 +397,41 @@ static void copy_to_device(struct batch *bt, bool writable, struct failset *fail
 	}
 	commit_to_device(bt, copied_ok, writable);
 	reg_unlock();
+}
+
+static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_result *res)
+{
+	size_t k = 0;
+
+	build_runs(bt, NULL, false);
+	for (unsigned i = 0; i < bt->nruns; i++) {
+		struct dma_run *run = &bt->runs[i];
+		int err;
+
+		while ((err = uffd_protect(run->addr, run->d.npages * PAGE_SIZE, true, false)) ==
+		       -EAGAIN)
+			nap();
+		if (!err)
+			continue;
+		log_warn_ratelimited("cannot write-protect 0x%lx for migration: %d",
+				     (unsigned long)run->addr, err);
+		res->eio = true;
+		reg_lock();
+		for (size_t p = 0; p < bt->n; p++) {
+			if (bt->p[p].addr >= run->addr &&
+			    bt->p[p].addr < run->addr + run->d.npages * PAGE_SIZE) {
+				fail_page(failed, bt->p[p].addr);
+				release_page(bt->c, &bt->p[p], false);
+				bt->p[p].status = 3; /* dropped below */
+			}
+		}
+		reg_unlock();
+	}
+	for (size_t p = 0; p < bt->n; p++)
+		if (bt->p[p].status != 3)
+			bt->p[k++] = bt->p[p];
+	bt->n = k;
+	return k > 0;
 }
 
 static bool move_refused(const struct bpage *p)
@@ -857,6 +893,7 @@ int mig_home(uintptr_t start, uintptr_t end, struct hmm_device_core *c, struct m
 	struct home_set *hs = meta_alloc(sizeof(*hs));
 	int err = 0;
 
+	memset(res, 0, sizeof(*res));
 	if (!hs)
 		return -ENOMEM;
 	for (int d = 0; d < MAX_DEVICES && !err; d++)
@@ -909,6 +946,8 @@ int mig_home_everything(struct hmm_device_core *c)
  */
 int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 {
+	struct failset failed = { 0 };
+	struct mig_result res = { 0 };
 	struct batch bt;
 	int err = batch_init(&bt, c, (end - start) / PAGE_SIZE);
 
@@ -927,13 +966,9 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 		bt.p[bt.n++] = (struct bpage){ .addr = p, .slot = slot, .status = 1, .present = true };
 	}
 	reg_unlock();
-	if (!bt.n)
+	if (!bt.n || !protect_runs(&bt, &failed, &res))
 		goto out;
 	build_runs(&bt, NULL, false);
-	for (unsigned i = 0; i < bt.nruns; i++)
-		while (uffd_protect(bt.runs[i].addr, bt.runs[i].d.npages * PAGE_SIZE, true, false) ==
-		       -EAGAIN)
-			nap();
 	run_job(c, &bt, DMA_COPY_IN);
 	reg_lock();
 	for (size_t i = 0; i < bt.n; i++) {
@@ -961,6 +996,7 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 	}
 	reg_unlock();
 out:
+	meta_free(failed.v, failed.cap * sizeof(*failed.v));
 	batch_fini(&bt, (end - start) / PAGE_SIZE);
 	return err;
 }

@@ -343,6 +343,13 @@ int reg_extend(uintptr_t old_end, uintptr_t new_end)
 
 int reg_register_all(void)
 {
+	/*
+	 * With user-mode faults only, a registered page the kernel touches
+	 * (read(2) into a fresh buffer) would fail with EFAULT: register
+	 * nothing, and keep every page on the host.
+	 */
+	if (!uffd.kernel_faults)
+		return 0;
 	for (size_t i = 0; i < reg.n; i++) {
 		struct range *r = reg.v[i];
 		uintptr_t run = 0;

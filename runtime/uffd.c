@@ -117,7 +117,8 @@ int uffd_open(void)
 	}
 	uffd.fd = fd;
 	uffd.features = api.features;
-	uffd.can_move = api.features & UFFD_FEATURE_MOVE;
+	/* Pages only leave the CPU's page table when the kernel can fault them back. */
+	uffd.can_move = (api.features & UFFD_FEATURE_MOVE) && uffd.kernel_faults;
 	uffd.can_poison = api.features & UFFD_FEATURE_POISON;
 	if (!uffd.kernel_faults)
 		log_warn("userfaultfd is limited to user-mode faults (vm.unprivileged_userfaultfd=0 "
@@ -185,10 +186,11 @@ long uffd_zero(uintptr_t dst, size_t len, uint64_t mode)
 
 int uffd_protect(uintptr_t start, size_t len, bool protect, bool wake)
 {
+	/* The kernel refuses DONTWAKE with WP: protecting wakes nobody anyway. */
 	struct uffdio_writeprotect wp = {
 		.range = { start, len },
-		.mode = (protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0) |
-			(wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
+		.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP
+				: (wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE),
 	};
 
 	return ioctl(uffd.fd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
