@@ -235,7 +235,7 @@ int acc_fault_round(struct hmm_device_core *c, uintptr_t start, uintptr_t end, b
 		}
 		reg_lock();
 		mirror_lock(&c->mirror);
-		if (c->mirror.seq == seq) {
+		if (c->mirror.seq == seq && !cpu_change_pending(start, end)) {
 			install(c, &ps, start, end, write, map_only);
 			mirror_unlock(&c->mirror);
 			reg_unlock();
@@ -243,7 +243,8 @@ int acc_fault_round(struct hmm_device_core *c, uintptr_t start, uintptr_t end, b
 		}
 		mirror_unlock(&c->mirror);
 		reg_unlock();
-		if (now_ns() > deadline)
+		/* Raced with an invalidation: once the change is through, look again. */
+		if (!cpu_change_wait(start, end, deadline) || now_ns() > deadline)
 			return -EBUSY;
 	}
 	if (!map_only)

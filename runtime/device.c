@@ -73,7 +73,7 @@ int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_ops,
 		   struct hmm_device_config *cfg, char *buf, size_t buflen)
 {
 	const struct hmm_device_ops *ops = NULL;
-	char *kind, *rest, *opt_s, *save = NULL;
+	char *kind, *rest;
 
 	if (!spec || !*spec || strlen(spec) >= buflen)
 		return -EINVAL;
@@ -95,13 +95,14 @@ int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_ops,
 		return -EINVAL;
 	}
 	cfg->kind = ops->kind;
-	if (rest && !*rest)
-		return -EINVAL;
-	for (opt_s = rest ? strtok_r(rest, ",", &save) : NULL; opt_s;
-	     opt_s = strtok_r(NULL, ",", &save)) {
-		char *value = strchr(opt_s, '=');
+	/* Options are separated by single commas; an empty one is an error. */
+	for (char *opt_s = rest; opt_s;) {
+		char *next = strchr(opt_s, ','), *value;
 		const struct hmm_device_param *p;
 
+		if (next)
+			*next++ = 0;
+		value = strchr(opt_s, '=');
 		if (value)
 			*value++ = 0;
 		if (!*opt_s || hmm_device_config_has(cfg, opt_s) ||
@@ -119,6 +120,7 @@ int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_ops,
 		cfg->params[cfg->nparams].key = opt_s;
 		cfg->params[cfg->nparams].value = value;
 		cfg->nparams++;
+		opt_s = next;
 	}
 	*ret_ops = ops;
 	return 0;

@@ -213,6 +213,11 @@ enum fault_result mig_fault_in(struct range *r, uintptr_t addr, bool write, pid_
 			uffd_wake(addr, PAGE_SIZE);
 		return FAULT_DONE;
 	}
+	if (*w & PW_POISONED) {
+		/* A stale fault: a poisoned page raises SIGBUS, not userfaults. */
+		uffd_wake(addr, PAGE_SIZE);
+		return FAULT_DONE;
+	}
 	if (*w & PW_DUP) /* the host copy was reclaimed (MADV_FREE): zero */
 		page_drop(addr, w);
 	if (!pw_loc(*w))

@@ -61,8 +61,9 @@ static void revoke_exclusive(uintptr_t start, uintptr_t end)
 
 struct change {
 	uintptr_t start, end;
+	struct cpu_change pending;
 	struct fence fence;
-	bool fenced;
+	bool begun, fenced;
 };
 
 /* Before: devices let go of [start, end), migrations of it finish and pause. */
@@ -71,8 +72,11 @@ static void change_begin(struct change *ch, uintptr_t start, uintptr_t end)
 	ch->start = ALIGN_DOWN(start, PAGE_SIZE);
 	ch->end = ALIGN_UP(end, PAGE_SIZE);
 	ch->fenced = false;
-	if (ch->end <= ch->start)
+	ch->begun = ch->end > ch->start;
+	if (!ch->begun)
 		return;
+	/* Pending first: a device fault from now on cannot map the range. */
+	cpu_change_begin(&ch->pending, ch->start, ch->end);
 	icpt_invalidate(ch->start, ch->end, true);
 	reg_lock();
 	if (reg_overlaps(ch->start, ch->end)) {
@@ -86,12 +90,14 @@ static void change_begin(struct change *ch, uintptr_t start, uintptr_t end)
 /* After: the fault thread has applied the change's events to the registry. */
 static void change_end(struct change *ch)
 {
-	if (!ch->fenced)
-		return;
-	handler_barrier();
-	reg_lock();
-	reg_fence_remove(&ch->fence);
-	reg_unlock();
+	if (ch->fenced) {
+		handler_barrier();
+		reg_lock();
+		reg_fence_remove(&ch->fence);
+		reg_unlock();
+	}
+	if (ch->begun)
+		cpu_change_end(&ch->pending);
 }
 
 int icpt_munmap(void *addr, size_t len)
@@ -118,7 +124,7 @@ int munmap(void *addr, size_t len)
 void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
 	void *target = NULL, *ret;
-	struct change ch, ch_target = { .fenced = false };
+	struct change ch, ch_target = { .begun = false, .fenced = false };
 	int err;
 
 	if (flags & MREMAP_FIXED) {
@@ -154,18 +160,24 @@ int mprotect(void *addr, size_t len, int prot)
 {
 	uintptr_t start = ALIGN_DOWN((uintptr_t)addr, PAGE_SIZE);
 	uintptr_t end = ALIGN_UP((uintptr_t)addr + len, PAGE_SIZE);
+	struct cpu_change pending;
+	bool taking;
 	int ret, err;
 
 	if (!rt_hold())
 		return sys_mprotect(addr, len, prot);
 	/* Only taking permissions away makes device entries wrong. */
-	if (end > start && (prot & (PROT_READ | PROT_WRITE)) != (PROT_READ | PROT_WRITE)) {
+	taking = end > start && (prot & (PROT_READ | PROT_WRITE)) != (PROT_READ | PROT_WRITE);
+	if (taking) {
 		if (!(prot & PROT_WRITE))
 			revoke_exclusive(start, end);
+		cpu_change_begin(&pending, start, end);
 		icpt_invalidate(start, end, true);
 	}
 	ret = sys_mprotect(addr, len, prot);
 	err = errno;
+	if (taking)
+		cpu_change_end(&pending);
 	rt_leave();
 	errno = err;
 	return ret;

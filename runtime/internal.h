@@ -372,6 +372,22 @@ struct mirror {
 	struct mirror_interval *active;
 };
 
+/*
+ * A CPU-side mapping change in progress (munmap, mprotect...): from before
+ * the mirrors are invalidated until after the system call, no device fault
+ * may install entries over it (mmu_interval's odd sequence number).
+ */
+struct cpu_change {
+	struct cpu_change *next;
+	uintptr_t start, end;
+};
+
+void cpu_change_begin(struct cpu_change *ch, uintptr_t start, uintptr_t end);
+void cpu_change_end(struct cpu_change *ch);
+bool cpu_change_pending(uintptr_t start, uintptr_t end);
+/* Wait until no change overlaps [start, end); false if the deadline passed. */
+bool cpu_change_wait(uintptr_t start, uintptr_t end, uint64_t deadline_ns);
+
 int mirror_init(struct mirror *m);
 void mirror_destroy(struct mirror *m);
 void mirror_lock(struct mirror *m);

@@ -39,13 +39,19 @@ struct batch {
 	unsigned nruns;
 };
 
-/* Pages that failed for good in this call: never retried by it. */
+/* A set of page addresses. */
 struct failset {
 	uintptr_t *v;
 	size_t n, cap;
 };
 
-static bool failed_before(const struct failset *f, uintptr_t addr)
+/* What one migration call learned about pages along the way. */
+struct mig_state {
+	struct failset failed;   /* failed for good: never retried by this call */
+	struct failset cowed;    /* copy-on-write broken once so they could move */
+};
+
+static bool in_set(const struct failset *f, uintptr_t addr)
 {
 	for (size_t i = 0; i < f->n; i++)
 		if (f->v[i] == addr)
@@ -53,7 +59,7 @@ static bool failed_before(const struct failset *f, uintptr_t addr)
 	return false;
 }
 
-static void fail_page(struct failset *f, uintptr_t addr)
+static void add_to_set(struct failset *f, uintptr_t addr)
 {
 	if (f->n == f->cap) {
 		size_t cap = f->cap ? f->cap * 2 : 64;
@@ -205,7 +211,7 @@ static void commit_to_device(struct batch *b, bool (*keep)(const struct bpage *p
  * (copying them unprotected could lose a concurrent write) and dropped from
  * bt. Returns whether anything is left.
  */
-static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_result *res);
+static bool protect_runs(struct batch *bt, struct mig_state *st, struct mig_result *res);
 
 /* reg.lock held: give up on a page: free its slot, clear its claim. */
 static void release_page(struct hmm_device_core *c, const struct bpage *p, bool stale)
@@ -228,7 +234,7 @@ static bool copied_ok(const struct bpage *p) { return p->status == 0; }
  * or slots had to be emptied), 0 otherwise.
  */
 static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool clean,
-			      struct failset *failed, struct mig_result *res)
+			      struct mig_state *st, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
 	bool elsewhere = false, need_clean = false;
@@ -240,7 +246,7 @@ static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool c
 	for (uintptr_t p = a; p < b; p += PAGE_SIZE) {
 		uint64_t *w = reg_word(p, NULL);
 
-		if (!w || pw_loc(*w) == (unsigned)c->index + 1 || failed_before(failed, p))
+		if (!w || pw_loc(*w) == (unsigned)c->index + 1 || in_set(&st->failed, p))
 			continue;
 		if (*w & PW_PIN_HOST) {
 			res->enoent = true;
@@ -267,7 +273,7 @@ static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool c
 		size_t want, got;
 
 		while (q < b && (w = reg_word(q, NULL)) && !pw_loc(*w) && !(*w & PW_PIN_HOST) &&
-		       !failed_before(failed, q))
+		       !in_set(&st->failed, q))
 			q += PAGE_SIZE;
 		if (q == p) {
 			p += PAGE_SIZE;
@@ -316,7 +322,7 @@ out:
  * The copy path: write-protect, copy through the queue, zap. Pages of bt
  * are claimed; on return every one of them is committed or released.
  */
-static void copy_to_device(struct batch *bt, bool writable, struct failset *failed,
+static void copy_to_device(struct batch *bt, bool writable, struct mig_state *st,
 			   struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
@@ -324,7 +330,7 @@ static void copy_to_device(struct batch *bt, bool writable, struct failset *fail
 	bool any_zap = false;
 
 	/* Isolate: a CPU write from now on faults, and aborts that page. */
-	if (!protect_runs(bt, failed, res))
+	if (!protect_runs(bt, st, res))
 		return;
 	/* Pages never populated copy as zeros without being touched. */
 	pm = meta_alloc(bt->n * sizeof(*pm));
@@ -352,7 +358,7 @@ static void copy_to_device(struct batch *bt, bool writable, struct failset *fail
 		if (p->status) {
 			res->eio = true;
 			STAT_ADD(migrations_failed, 1);
-			fail_page(failed, p->addr);
+			add_to_set(&st->failed, p->addr);
 			p->status = -EIO; /* still claimed: its protection comes off below */
 			continue;
 		}
@@ -399,7 +405,7 @@ static void copy_to_device(struct batch *bt, bool writable, struct failset *fail
 	reg_unlock();
 }
 
-static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_result *res)
+static bool protect_runs(struct batch *bt, struct mig_state *st, struct mig_result *res)
 {
 	size_t k = 0;
 
@@ -420,7 +426,7 @@ static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_re
 		for (size_t p = 0; p < bt->n; p++) {
 			if (bt->p[p].addr >= run->addr &&
 			    bt->p[p].addr < run->addr + run->d.npages * PAGE_SIZE) {
-				fail_page(failed, bt->p[p].addr);
+				add_to_set(&st->failed, bt->p[p].addr);
 				release_page(bt->c, &bt->p[p], false);
 				bt->p[p].status = 3; /* dropped below */
 			}
@@ -434,35 +440,33 @@ static bool protect_runs(struct batch *bt, struct failset *failed, struct mig_re
 	return k > 0;
 }
 
-static bool move_refused(const struct bpage *p)
-{
-	return p->status == -EBUSY || p->status == -EINVAL;
-}
-
 /*
- * A page UFFDIO_MOVE refused with -EBUSY is shared (after fork: the copy
- * path handles it) or pinned by someone's DMA (it must not move at all).
+ * UFFDIO_MOVE refuses (-EBUSY) a page that is not exclusively ours: shared
+ * with a child after fork (even one that has exited), or pinned for DMA by
+ * someone (O_DIRECT, RDMA). Breaking copy-on-write once tells them apart: a
+ * write fault makes an unpinned page exclusive again; a pinned page refuses
+ * a second time, and must not move at all (its pin would keep writing into
+ * the old page).
  */
-static bool pinned_by_dma(uintptr_t addr)
+static void break_cow(const struct failset *pages, size_t from)
 {
-	uint64_t e;
-
-	return !pagemap_read(addr, 1, &e) && (e & PM_PRESENT) && (e & PM_EXCLUSIVE);
+	for (size_t i = from; i < pages->n; i++)
+		sys_madvise((void *)pages->v[i], PAGE_SIZE, MADV_POPULATE_WRITE);
 }
 
 static int batch_to_private(struct hmm_device_core *c, uintptr_t a, uintptr_t b, unsigned vflags,
-			    struct batch *bt, struct failset *failed, struct mig_result *res)
+			    struct batch *bt, struct mig_state *st, struct mig_result *res)
 {
 	bool writable = vflags & VMA_WRITE;
 	bool move = dev_movable(c) && writable && !(vflags & VMA_EXEC);
-	int err = collect_for_device(bt, a, b, move, failed, res);
+	int err = collect_for_device(bt, a, b, move, st, res);
 	bool again = false;
-	size_t ncopy = 0;
+	size_t ncopy = 0, cowed_before = st->cowed.n;
 
 	if (err || !bt->n)
 		return err;
 	if (!move) {
-		copy_to_device(bt, writable, failed, res);
+		copy_to_device(bt, writable, st, res);
 		return 0;
 	}
 	build_runs(bt, NULL, false);
@@ -474,11 +478,14 @@ static int batch_to_private(struct hmm_device_core *c, uintptr_t a, uintptr_t b,
 
 		if (p->status == 0)
 			continue;
-		if (move_refused(p) && (p->status == -EINVAL || !pinned_by_dma(p->addr))) {
-			bt->p[ncopy++] = *p; /* still claimed, for the copy path */
+		if (p->status == -EINVAL) {
+			bt->p[ncopy++] = *p; /* a mapping a page cannot move out of: copy */
 			continue;
 		}
-		if (p->status == 1 || p->status == -EAGAIN) {
+		if (p->status == -EBUSY && !in_set(&st->cowed, p->addr)) {
+			add_to_set(&st->cowed, p->addr);
+			again = true;
+		} else if (p->status == 1 || p->status == -EAGAIN) {
 			again = true; /* not attempted, or an event was pending: next round */
 		} else {
 			if (p->status == -EBUSY) {
@@ -487,23 +494,24 @@ static int batch_to_private(struct hmm_device_core *c, uintptr_t a, uintptr_t b,
 				res->eio = true;
 				STAT_ADD(migrations_failed, 1);
 			}
-			fail_page(failed, p->addr);
+			add_to_set(&st->failed, p->addr);
 		}
 		release_page(c, p, false);
 	}
 	reg_unlock();
+	break_cow(&st->cowed, cowed_before);
 	/* Pages the move refused: the copy path, each with a slot of its own. */
 	bt->n = ncopy;
 	if (ncopy)
-		copy_to_device(bt, writable, failed, res);
+		copy_to_device(bt, writable, st, res);
 	return again ? -EAGAIN : 0;
 }
 
 /* Coherent memory: the pages stay mapped where they are; placement is the backend's. */
 static int batch_to_coherent(struct hmm_device_core *c, uintptr_t a, uintptr_t b, unsigned vflags,
-			     struct batch *bt, struct failset *failed, struct mig_result *res)
+			     struct batch *bt, struct mig_state *st, struct mig_result *res)
 {
-	int err = collect_for_device(bt, a, b, false, failed, res);
+	int err = collect_for_device(bt, a, b, false, st, res);
 
 	if (err || !bt->n)
 		return err;
@@ -519,7 +527,7 @@ static int batch_to_coherent(struct hmm_device_core *c, uintptr_t a, uintptr_t b
 	for (size_t i = 0; i < bt->n; i++) {
 		if (bt->p[i].status) {
 			res->eio = true;
-			fail_page(failed, bt->p[i].addr);
+			add_to_set(&st->failed, bt->p[i].addr);
 			release_page(c, &bt->p[i], false);
 		}
 	}
@@ -752,7 +760,7 @@ static int collect_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *ar
 }
 
 static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
-			  struct failset *failed, struct mig_result *res)
+			  struct mig_state *st, struct mig_result *res)
 {
 	struct batch bt;
 	struct home_set *hs = NULL;
@@ -774,9 +782,9 @@ static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 		if (!dst)
 			err = batch_home(a, b, NULL, pc->flags, hs, res);
 		else if (dev_coherent(dst))
-			err = batch_to_coherent(dst, a, b, pc->flags, &bt, failed, res);
+			err = batch_to_coherent(dst, a, b, pc->flags, &bt, st, res);
 		else
-			err = batch_to_private(dst, a, b, pc->flags, &bt, failed, res);
+			err = batch_to_private(dst, a, b, pc->flags, &bt, st, res);
 		if (err == -EAGAIN) {
 			err = 0;
 			continue;
@@ -814,7 +822,7 @@ static size_t count_placed(uintptr_t start, uintptr_t end, struct hmm_device_cor
 int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struct mig_result *res)
 {
 	struct pieces ps = { 0 };
-	struct failset failed = { 0 };
+	struct mig_state st = { 0 };
 	int err;
 
 	memset(res, 0, sizeof(*res));
@@ -850,7 +858,7 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 				res->enoent = true;
 			continue;
 		}
-		err = for_each_batch(dst, pc, &failed, res);
+		err = for_each_batch(dst, pc, &st, res);
 	}
 	if (!err) {
 		res->placed = count_placed(start, end, dst);
@@ -867,7 +875,8 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 	}
 out:
 	meta_free(ps.v, ps.cap * sizeof(*ps.v));
-	meta_free(failed.v, failed.cap * sizeof(*failed.v));
+	meta_free(st.failed.v, st.failed.cap * sizeof(uintptr_t));
+	meta_free(st.cowed.v, st.cowed.cap * sizeof(uintptr_t));
 	return err;
 }
 
@@ -946,7 +955,7 @@ int mig_home_everything(struct hmm_device_core *c)
  */
 int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 {
-	struct failset failed = { 0 };
+	struct mig_state st = { 0 };
 	struct mig_result res = { 0 };
 	struct batch bt;
 	int err = batch_init(&bt, c, (end - start) / PAGE_SIZE);
@@ -966,7 +975,7 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 		bt.p[bt.n++] = (struct bpage){ .addr = p, .slot = slot, .status = 1, .present = true };
 	}
 	reg_unlock();
-	if (!bt.n || !protect_runs(&bt, &failed, &res))
+	if (!bt.n || !protect_runs(&bt, &st, &res))
 		goto out;
 	build_runs(&bt, NULL, false);
 	run_job(c, &bt, DMA_COPY_IN);
@@ -996,7 +1005,7 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 	}
 	reg_unlock();
 out:
-	meta_free(failed.v, failed.cap * sizeof(*failed.v));
+	meta_free(st.failed.v, st.failed.cap * sizeof(uintptr_t));
 	batch_fini(&bt, (end - start) / PAGE_SIZE);
 	return err;
 }

@@ -12,8 +12,68 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+	struct cpu_change *list;
+} changes = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL };
+
+void cpu_change_begin(struct cpu_change *ch, uintptr_t start, uintptr_t end)
+{
+	ch->start = start;
+	ch->end = end;
+	pthread_mutex_lock(&changes.lock);
+	ch->next = changes.list;
+	changes.list = ch;
+	pthread_mutex_unlock(&changes.lock);
+}
+
+void cpu_change_end(struct cpu_change *ch)
+{
+	pthread_mutex_lock(&changes.lock);
+	for (struct cpu_change **p = &changes.list; *p; p = &(*p)->next) {
+		if (*p == ch) {
+			*p = ch->next;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&changes.done);
+	pthread_mutex_unlock(&changes.lock);
+}
+
+static bool overlapping(uintptr_t start, uintptr_t end)
+{
+	for (struct cpu_change *ch = changes.list; ch; ch = ch->next)
+		if (ch->start < end && ch->end > start)
+			return true;
+	return false;
+}
+
+bool cpu_change_pending(uintptr_t start, uintptr_t end)
+{
+	bool pending;
+
+	pthread_mutex_lock(&changes.lock);
+	pending = overlapping(start, end);
+	pthread_mutex_unlock(&changes.lock);
+	return pending;
+}
+
+bool cpu_change_wait(uintptr_t start, uintptr_t end, uint64_t deadline_ns)
+{
+	struct timespec ts = { (time_t)(deadline_ns / 1000000000u), (long)(deadline_ns % 1000000000u) };
+	bool ok = true;
+
+	pthread_mutex_lock(&changes.lock);
+	while (ok && overlapping(start, end))
+		ok = !pthread_cond_clockwait(&changes.done, &changes.lock, CLOCK_MONOTONIC, &ts);
+	pthread_mutex_unlock(&changes.lock);
+	return ok;
+}
 
 #define LEVEL_BITS 9
 #define FANOUT (1u << LEVEL_BITS)

@@ -9,6 +9,7 @@
 
 void free_slots(struct hmm_device_core *c, uint64_t first, size_t n, bool stale)
 {
+
 	devmem_free(&c->mem, first, n, stale && dev_movable(c));
 }
 

@@ -153,7 +153,11 @@ int uffd_unregister(uintptr_t start, size_t len)
 	return ioctl(uffd.fd, UFFDIO_UNREGISTER, &r) ? -errno : 0;
 }
 
-/* The kernel reports partial progress in the result field; fold it in. */
+/*
+ * The kernel reports partial progress in the result field; fold it in.
+ * Callers must run the ioctl first: as an argument next to the field it
+ * writes, the field could be read before the call.
+ */
 static long partial(int rc, int64_t done, size_t len)
 {
 	if (!rc)
@@ -166,22 +170,25 @@ static long partial(int rc, int64_t done, size_t len)
 long uffd_move(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
 {
 	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
+	int rc = ioctl(uffd.fd, UFFDIO_MOVE, &m);
 
-	return partial(ioctl(uffd.fd, UFFDIO_MOVE, &m), m.move, len);
+	return partial(rc, m.move, len);
 }
 
 long uffd_copy(uintptr_t dst, const void *src, size_t len, uint64_t mode)
 {
 	struct uffdio_copy c = { .dst = dst, .src = (uintptr_t)src, .len = len, .mode = mode };
+	int rc = ioctl(uffd.fd, UFFDIO_COPY, &c);
 
-	return partial(ioctl(uffd.fd, UFFDIO_COPY, &c), c.copy, len);
+	return partial(rc, c.copy, len);
 }
 
 long uffd_zero(uintptr_t dst, size_t len, uint64_t mode)
 {
 	struct uffdio_zeropage z = { .range = { dst, len }, .mode = mode };
+	int rc = ioctl(uffd.fd, UFFDIO_ZEROPAGE, &z);
 
-	return partial(ioctl(uffd.fd, UFFDIO_ZEROPAGE, &z), z.zeropage, len);
+	return partial(rc, z.zeropage, len);
 }
 
 int uffd_protect(uintptr_t start, size_t len, bool protect, bool wake)
