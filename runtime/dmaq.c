@@ -184,12 +184,15 @@ static void *engine(void *arg)
 			q->tail = NULL;
 		pthread_mutex_unlock(&q->lock);
 
+		/* A completion owns its job from here: it may free or resubmit it. */
+		bool completes = job->complete != NULL;
+
 		execute(q, job);
-		if (job->complete)
+		if (completes)
 			job->complete(job);
 
 		pthread_mutex_lock(&q->lock);
-		if (!job->complete)
+		if (!completes)
 			job->done = true;
 		q->queued--;
 		pthread_cond_broadcast(&q->done);

@@ -75,6 +75,13 @@ static void fail_access(struct hmm_device_core *c, uintptr_t addr, uint64_t *w, 
 	uffd_wake(addr, PAGE_SIZE);
 }
 
+/*
+ * Below this many pages a fault-back copies rather than moves: a move must
+ * flush the device page's TLB entry, which costs an IPI to every CPU running
+ * this process (several microseconds in a VM), more than copying a few pages.
+ */
+#define MOVE_MIN_PAGES 16
+
 /* Device memory the runtime can read: move or copy straight from it. */
 static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range *r,
 					 uintptr_t addr, size_t n, pid_t tid)
@@ -90,13 +97,13 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 			continue;
 		}
 		done = -EINVAL;
-		if (dev_movable(c))
+		if (dev_movable(c) && n >= MOVE_MIN_PAGES)
 			done = uffd_move(addr, src, n * PAGE_SIZE, UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES);
 		if (done > 0) {
 			run_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
 			break;
 		}
-		/* Read-only or locked mappings cannot take a moved page: copy it. */
+		/* Small windows, and read-only or locked mappings, copy. */
 		if (done == -EINVAL)
 			done = uffd_copy(addr, (void *)src, n * PAGE_SIZE, 0);
 		if (done > 0) {

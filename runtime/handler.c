@@ -211,12 +211,14 @@ static void on_fault(const struct uffd_msg *m)
 {
 	uintptr_t addr = ALIGN_DOWN((uintptr_t)m->arg.pagefault.address, PAGE_SIZE);
 	uint64_t t0 = now_ns();
-	enum fault_result res = serve(addr, m->arg.pagefault.flags, (pid_t)m->arg.pagefault.feat.ptid);
+	enum fault_result res;
 
+	/* Counted before serving: the faulting thread may look as soon as it wakes. */
+	STAT_ADD(cpu_faults, 1);
+	res = serve(addr, m->arg.pagefault.flags, (pid_t)m->arg.pagefault.feat.ptid);
 	if (res != FAULT_DONE)
 		park(addr, m->arg.pagefault.flags, (pid_t)m->arg.pagefault.feat.ptid,
 		     res == FAULT_RETRY);
-	STAT_ADD(cpu_faults, 1);
 	STAT_ADD(fault_ns, now_ns() - t0);
 }
 

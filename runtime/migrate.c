@@ -334,9 +334,16 @@ static void copy_to_device(struct batch *bt, bool writable, struct mig_state *st
 		return;
 	/* Pages never populated copy as zeros without being touched. */
 	pm = meta_alloc(bt->n * sizeof(*pm));
-	for (size_t i = 0; i < bt->n; i++) {
+	for (size_t i = 0; i < bt->n; i++)
 		bt->p[i].present = true;
-		if (pm && !pagemap_read(bt->p[i].addr, 1, &pm[i]))
+	for (unsigned r = 0, i = 0; pm && r < bt->nruns; r++) {
+		struct dma_run *run = &bt->runs[r];
+
+		if (pagemap_read(run->addr, run->d.npages, pm + i)) {
+			i += run->d.npages;
+			continue;
+		}
+		for (uint32_t k = 0; k < run->d.npages; k++, i++)
 			bt->p[i].present = pm[i] & PM_PRESENT;
 	}
 	meta_free(pm, bt->n * sizeof(*pm));
@@ -433,10 +440,13 @@ static bool protect_runs(struct batch *bt, struct mig_state *st, struct mig_resu
 		}
 		reg_unlock();
 	}
+	if (k == bt->n)
+		return true;
 	for (size_t p = 0; p < bt->n; p++)
 		if (bt->p[p].status != 3)
 			bt->p[k++] = bt->p[p];
 	bt->n = k;
+	build_runs(bt, NULL, false);
 	return k > 0;
 }
 
@@ -500,10 +510,24 @@ static int batch_to_private(struct hmm_device_core *c, uintptr_t a, uintptr_t b,
 	}
 	reg_unlock();
 	break_cow(&st->cowed, cowed_before);
-	/* Pages the move refused: the copy path, each with a slot of its own. */
+	/* Pages the move refused: the copy path, unless mlock'ed (the usual cause). */
 	bt->n = ncopy;
-	if (ncopy)
-		copy_to_device(bt, writable, st, res);
+	if (ncopy) {
+		bool locked = false;
+
+		vma_locked(a, b, &locked);
+		if (locked) {
+			res->enoent = true;
+			reg_lock();
+			for (size_t i = 0; i < ncopy; i++) {
+				add_to_set(&st->failed, bt->p[i].addr);
+				release_page(c, &bt->p[i], false);
+			}
+			reg_unlock();
+		} else {
+			copy_to_device(bt, writable, st, res);
+		}
+	}
 	return again ? -EAGAIN : 0;
 }
 
@@ -840,7 +864,9 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 
 		if (!vma_private_anon(&(struct vma){ .flags = pc->flags }))
 			continue;
-		err = vma_locked(pc->start, pc->end, &locked);
+		/* UFFDIO_MOVE refuses mlock'ed memory by itself; other paths ask. */
+		if (dst && !(dev_movable(dst) && (pc->flags & VMA_WRITE) && !(pc->flags & VMA_EXEC)))
+			err = vma_locked(pc->start, pc->end, &locked);
 		if (locked) {
 			pc->flags |= VMA_SHARED; /* not ours to move: mlock'ed */
 			continue;

@@ -139,7 +139,14 @@ void run_to_host(struct hmm_device_core *c, struct range *r, uintptr_t addr, siz
 		free_slots(c, first, run, slots_stale);
 	atomic_fetch_sub(&c->resident, n);
 	STAT_ADD(pages_to_host, n);
-	mirrors_invalidate(addr, end, NULL);
+	/* Only the owner could map a device-private page; coherent ones, anyone. */
+	if (dev_coherent(c)) {
+		mirrors_invalidate(addr, end, NULL);
+	} else {
+		mirror_lock(&c->mirror);
+		mirror_invalidate(&c->mirror, addr, end);
+		mirror_unlock(&c->mirror);
+	}
 	map_accessed_by(r, addr, n, writable);
 	if (parked)
 		handler_kick();

@@ -15,6 +15,8 @@ int hmm_stats_get(struct hmm_stats *ret)
 
 	if (!ret || ret->size < sizeof(uint64_t) * 2)
 		return -EINVAL;
+	/* Page transitions count under reg.lock; read them there too. */
+	reg_lock();
 	s.cpu_faults = atomic_load(&stats.cpu_faults);
 	s.device_faults = atomic_load(&stats.device_faults);
 	s.pages_to_device = atomic_load(&stats.pages_to_device);
@@ -27,7 +29,6 @@ int hmm_stats_get(struct hmm_stats *ret)
 	s.fault_ns = atomic_load(&stats.fault_ns);
 	s.zero_fills = atomic_load(&stats.zero_fills);
 	s.parked_faults = atomic_load(&stats.parked_faults);
-	reg_lock();
 	s.managed_bytes = reg.managed_pages * PAGE_SIZE;
 	for (int i = 0; i < MAX_DEVICES; i++) {
 		if (dev_table[i]) {

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: MIT
+/*
+ * uhmm-bench: the runtime's performance figures, each next to a baseline
+ * measured in the same run on the same machine (these machines are shared
+ * and noisy: ratios travel, absolute times drift).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uhmm.h>
+
+#define PAGE 4096ul
+
+static bool kv;
+static size_t size = 256ul << 20;
+static unsigned samples = 2000;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void report(const char *name, double value, const char *unit, double baseline,
+		   const char *what)
+{
+	if (kv)
+		printf("name=%s value=%.3f unit=%s baseline=%.3f ratio=%.3f\n", name, value, unit,
+		       baseline, value / baseline);
+	else
+		printf("%-28s %12.3f %-6s baseline %12.3f (%s)  ratio %.3f\n", name, value, unit,
+		       baseline, what, value / baseline);
+	fflush(stdout);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[n / 2];
+}
+
+static void *map(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	return p;
+}
+
+/* Single-thread memcpy of size bytes between warm buffers, best of three. */
+static double memcpy_gbps(void)
+{
+	char *a = map(size), *b = map(size);
+	double best = 0;
+
+	memset(a, 1, size);
+	memset(b, 2, size);
+	for (int i = 0; i < 3; i++) {
+		double t0 = now(), t;
+
+		memcpy(b, a, size);
+		t = now() - t0;
+		if (size / t / 1e9 > best)
+			best = (double)size / t / 1e9;
+	}
+	munmap(a, size);
+	munmap(b, size);
+	return best;
+}
+
+/* ---- raw userfaultfd round trip: the floor a fault-back stands on ------- */
+
+static int raw_fd;
+static char raw_page[PAGE] __attribute__((aligned(PAGE)));
+
+static void *raw_handler(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct pollfd p = { raw_fd, POLLIN, 0 };
+		struct uffd_msg m;
+
+		if (poll(&p, 1, -1) < 0)
+			continue;
+		if (read(raw_fd, &m, sizeof(m)) != sizeof(m))
+			continue;
+		if (m.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		struct uffdio_copy c = { .dst = m.arg.pagefault.address & ~(PAGE - 1),
+					 .src = (uintptr_t)raw_page, .len = PAGE };
+		ioctl(raw_fd, UFFDIO_COPY, &c);
+	}
+	return NULL;
+}
+
+static char *raw_region;
+
+static void raw_setup(void)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	pthread_t t;
+
+	raw_region = map(samples * PAGE);
+	raw_fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (raw_fd < 0 || ioctl(raw_fd, UFFDIO_API, &api)) {
+		perror("userfaultfd");
+		exit(1);
+	}
+	struct uffdio_register r = { .range = { (uintptr_t)raw_region, samples * PAGE },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+	if (ioctl(raw_fd, UFFDIO_REGISTER, &r)) {
+		perror("UFFDIO_REGISTER");
+		exit(1);
+	}
+	memset(raw_page, 7, PAGE);
+	pthread_create(&t, NULL, raw_handler, NULL);
+}
+
+/* One raw round trip: touch a missing page, time it, make it missing again. */
+static double raw_fault_once(unsigned i)
+{
+	char *page = raw_region + (size_t)i * PAGE;
+	double t0 = now(), t;
+
+	(void)*(volatile char *)page;
+	t = (now() - t0) * 1e9;
+	madvise(page, PAGE, MADV_DONTNEED);
+	return t;
+}
+
+/* ---- the runtime ------------------------------------------------------- */
+
+static struct hmm_device *open_dev(const char *spec)
+{
+	struct hmm_device *d;
+	int err = hmm_device_open(spec, &d);
+
+	if (err) {
+		fprintf(stderr, "uhmm-bench: cannot open %s: %s\n", spec, strerror(-err));
+		exit(1);
+	}
+	return d;
+}
+
+/* An isolated page on the device: time the CPU touch that brings it home. */
+static double fault_back_once(struct hmm_device *dev, char *region, unsigned i)
+{
+	char *page = region + 2 * (size_t)i * PAGE;
+	double t0;
+
+	if (hmm_migrate(page, PAGE, dev, 0, NULL))
+		exit(1);
+	t0 = now();
+	(void)*(volatile char *)page;
+	return (now() - t0) * 1e9;
+}
+
+/*
+ * Median fault-back latency on dev and of the raw round trip, sampled in
+ * alternation so that both see the same machine (same threads, same CPUs,
+ * same noise). Every other page is used, so no fault brings a neighbour.
+ */
+static void fault_latencies(struct hmm_device *dev, double *ret_ours, double *ret_raw)
+{
+	char *region = hmm_alloc(2 * (size_t)samples * PAGE);
+	double *ours = calloc(samples, sizeof(double)), *raw = calloc(samples, sizeof(double));
+
+	if (!region || !ours || !raw)
+		exit(1);
+	memset(region, 3, 2 * (size_t)samples * PAGE);
+	for (unsigned i = 0; i < samples; i++) {
+		ours[i] = fault_back_once(dev, region, i);
+		raw[i] = raw_fault_once(i);
+	}
+	*ret_ours = median(ours, samples);
+	*ret_raw = median(raw, samples);
+	hmm_free(region);
+	free(ours);
+	free(raw);
+}
+
+static double migrate_gbps(struct hmm_device *dev, char *p, bool to_device)
+{
+	double t0 = now();
+	size_t pages;
+	int err = hmm_migrate(p, size, to_device ? dev : NULL, 0, &pages);
+
+	if (err || pages != size / PAGE) {
+		fprintf(stderr, "uhmm-bench: hmm_migrate: %s (%zu pages)\n", strerror(-err), pages);
+		exit(1);
+	}
+	return (double)size / (now() - t0) / 1e9;
+}
+
+static double stream_gbps(char *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	uint64_t sum = 0;
+	double t0 = now();
+
+	for (size_t i = 0; i < size / sizeof(*w); i++)
+		sum += w[i];
+	double t = now() - t0;
+
+	if (sum == 42)
+		printf(" ");
+	return (double)size / t / 1e9;
+}
+
+static double device_read_gbps(struct hmm_device *dev, char *p, char *buf)
+{
+	struct hmm_access acc;
+	double t0 = now();
+	int err = hmm_device_read(dev, p, size, buf, &acc);
+
+	if (err) {
+		fprintf(stderr, "uhmm-bench: hmm_device_read: %s\n", strerror(-err));
+		exit(1);
+	}
+	return (double)size / (now() - t0) / 1e9;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: uhmm-bench [--kv] [--size SIZE] [--samples N]\n"
+		"\n"
+		"Measures the runtime on the sim device, each figure next to a baseline\n"
+		"taken in the same run:\n"
+		"  fault_back_latency      CPU fault bringing one isolated page home (ns),\n"
+		"                          vs. a raw userfaultfd MISSING + UFFDIO_COPY round trip\n"
+		"  migrate_to_device_bw    hmm_migrate of SIZE to the device, vs. memcpy of SIZE\n"
+		"  migrate_to_host_bw      hmm_migrate of SIZE home, vs. memcpy\n"
+		"  fault_stream_bw         sequential CPU read of SIZE that faults home, vs. memcpy\n"
+		"  device_read_bw          hmm_device_read of SIZE never mapped by the device, vs. memcpy\n"
+		"  *_copy                  the same on sim:copy (every transfer a DMA copy)\n"
+		"  metadata_per_page       runtime metadata per managed page (bytes), vs. the\n"
+		"                          kernel's struct page (64 bytes)\n"
+		"\n"
+		"  --kv         one line per metric: name= value= unit= baseline= ratio=\n"
+		"  --size SIZE  working set (default 256M)\n"
+		"  --samples N  latency samples (default 2000)\n");
+}
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; break;
+	case 'm': case 'M': v <<= 20; break;
+	case 'g': case 'G': v <<= 30; break;
+	}
+	return (size_t)v & ~(PAGE - 1);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kv", no_argument, NULL, 'k' },
+		{ "size", required_argument, NULL, 's' },
+		{ "samples", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct hmm_stats st = { .size = sizeof(st) };
+	struct hmm_device *dev, *copy_dev, *fresh;
+	double mc, raw, ours;
+	char *p, *buf;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "ks:n:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k': kv = true; break;
+		case 's': size = parse_size(optarg); break;
+		case 'n': samples = (unsigned)atoi(optarg); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (size < (1 << 20) || samples < 10) {
+		usage(stderr);
+		return 2;
+	}
+	if ((c = hmm_init())) {
+		fprintf(stderr, "uhmm-bench: hmm_init: %s\n", strerror(-c));
+		return 1;
+	}
+	dev = open_dev("sim");
+	copy_dev = open_dev("sim:copy");
+
+	raw_setup();
+	fault_latencies(dev, &ours, &raw);
+	report("fault_back_latency", ours, "ns", raw, "raw uffd round trip");
+	fault_latencies(copy_dev, &ours, &raw);
+	report("fault_back_latency_copy", ours, "ns", raw, "raw uffd round trip");
+
+	mc = memcpy_gbps();
+	p = hmm_alloc(size);
+	buf = map(size);
+	if (!p)
+		return 1;
+	memset(p, 5, size);
+	memset(buf, 0, size);
+	/*
+	 * One untimed round trip per device first: the sim's memory is fresh
+	 * anonymous memory, and its first touch is not something a device's
+	 * own memory costs.
+	 */
+	migrate_gbps(dev, p, true);
+	migrate_gbps(dev, p, false);
+	migrate_gbps(copy_dev, p, true);
+	migrate_gbps(copy_dev, p, false);
+	report("migrate_to_device_bw", migrate_gbps(dev, p, true), "GB/s", mc, "memcpy");
+	report("fault_stream_bw", stream_gbps(p), "GB/s", mc, "memcpy");
+	migrate_gbps(dev, p, true);
+	report("migrate_to_host_bw", migrate_gbps(dev, p, false), "GB/s", mc, "memcpy");
+	report("migrate_to_device_bw_copy", migrate_gbps(copy_dev, p, true), "GB/s", mc, "memcpy");
+	report("fault_stream_bw_copy", stream_gbps(p), "GB/s", mc, "memcpy");
+	migrate_gbps(copy_dev, p, true);
+	report("migrate_to_host_bw_copy", migrate_gbps(copy_dev, p, false), "GB/s", mc, "memcpy");
+
+	/* A device that has never mapped the range: every page takes the fault path. */
+	fresh = open_dev("sim");
+	report("device_read_bw", device_read_gbps(fresh, p, buf), "GB/s", mc, "memcpy");
+	hmm_stats_get(&st);
+	report("metadata_per_page", (double)st.metadata_bytes / ((double)st.managed_bytes / PAGE),
+	       "bytes", 64, "struct page");
+	hmm_free(p);
+	munmap(buf, size);
+	hmm_device_close(fresh);
+	hmm_device_close(copy_dev);
+	hmm_device_close(dev);
+	return 0;
+}
