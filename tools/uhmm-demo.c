@@ -47,6 +47,14 @@ static int fail(const char *what, int err)
 int main(int argc, char **argv)
 {
 	const char *spec = argc > 1 ? argv[1] : "sim";
+
+	if (argc > 2 || (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))) {
+		printf("usage: uhmm-demo [SPEC]\n"
+		       "Walks through the main job on one device (default \"sim\"): allocate,\n"
+		       "migrate, CPU faults bring pages home, the device reads and writes\n"
+		       "through its mirror. SPEC is a device spec such as sim:coherent.\n");
+		return argc == 2 ? 0 : 2;
+	}
 	struct hmm_device_info info = { .size = sizeof(info) };
 	struct hmm_device *dev;
 	struct hmm_access acc;

@@ -1,0 +1,51 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Set up a Debian 12 machine (as root), build uhmm, and run the demo or the tests.
+#   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
+#   ./build.sh test   install what is missing, build, run every test suite (unit,
+#                     slow, bench), then the unit suite again under ASan+UBSan
+set -eu
+cd "$(dirname "$0")"
+
+# What the build and the tests use, from Debian's archive.
+packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev"
+
+install_missing() {
+	missing=""
+	for p in $packages; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+			missing="$missing $p"
+	done
+	[ -z "$missing" ] && return
+	echo "build.sh: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing
+}
+
+build() {
+	dir=$1
+	shift
+	[ -f "$dir/build.ninja" ] || meson setup "$dir" --werror "$@"
+	ninja -C "$dir"
+}
+
+case "${1:-}" in
+demo)
+	install_missing
+	build build
+	exec build/tools/uhmm-demo sim
+	;;
+test)
+	install_missing
+	build build
+	meson test -C build --suite unit --suite slow --suite bench --print-errorlogs
+	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+	meson test -C build-asan --suite unit --print-errorlogs
+	;;
+*)
+	echo "usage: $0 demo|test" >&2
+	exit 2
+	;;
+esac
