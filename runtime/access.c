@@ -524,7 +524,7 @@ again:
 			break;
 		}
 		*w = pw_set_aux(*w | PW_EXCL, (unsigned)c->index + 1, slots[used++]);
-		mirrors_invalidate(p, p + PAGE_SIZE, c);
+		mirrors_invalidate(p, p + PAGE_SIZE, c, false);
 		mirror_lock(&c->mirror);
 		mirror_set(&c->mirror, p, MIR_LOCAL | MIR_ATOMIC | MIR_READ | MIR_WRITE);
 		mirror_unlock(&c->mirror);

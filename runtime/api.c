@@ -130,6 +130,8 @@ void *hmm_alloc(size_t size)
 	handler_barrier();
 	reg_lock();
 	err = reg_add((uintptr_t)p, (uintptr_t)p + len, &r);
+	if (!err && !r)
+		err = -ENOMEM; /* unmapped by someone else already */
 	if (!err) {
 		r->flags |= RANGE_ALLOCATED;
 		r->map_start = (uintptr_t)p;

@@ -246,19 +246,6 @@ static bool have_retries(void)
 	return false;
 }
 
-static void invalidate_all(uintptr_t start, uintptr_t end)
-{
-	for (int i = 0; i < MAX_DEVICES; i++) {
-		struct hmm_device_core *c = dev_table[i];
-
-		if (!c)
-			continue;
-		mirror_lock(&c->mirror);
-		mirror_invalidate(&c->mirror, start, end);
-		mirror_unlock(&c->mirror);
-	}
-}
-
 static void on_event(const struct uffd_msg *m)
 {
 	uintptr_t s, e;
@@ -269,7 +256,7 @@ static void on_event(const struct uffd_msg *m)
 		e = m->arg.remove.end;
 		reg_lock();
 		mig_discard(s, e, true);
-		invalidate_all(s, e);
+		mirrors_invalidate(s, e, NULL, false);
 		reg_unlock();
 		break;
 	case UFFD_EVENT_REMOVE:
@@ -279,12 +266,12 @@ static void on_event(const struct uffd_msg *m)
 			break;
 		reg_lock();
 		mig_discard(s, e, false);
-		invalidate_all(s, e);
+		mirrors_invalidate(s, e, NULL, false);
 		reg_unlock();
 		break;
 	case UFFD_EVENT_REMAP:
 		reg_lock();
-		invalidate_all(m->arg.remap.from, m->arg.remap.from + m->arg.remap.len);
+		mirrors_invalidate(m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, NULL, false);
 		mig_remapped(m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
 		reg_unlock();
 		break;

@@ -20,21 +20,6 @@
 
 #include "internal.h"
 
-void icpt_invalidate(uintptr_t start, uintptr_t end, bool wait)
-{
-	for (int i = 0; i < MAX_DEVICES; i++) {
-		struct hmm_device_core *c = dev_table[i];
-
-		if (!c)
-			continue;
-		mirror_lock(&c->mirror);
-		mirror_invalidate(&c->mirror, start, end);
-		if (wait)
-			mirror_wait_idle(&c->mirror, start, end);
-		mirror_unlock(&c->mirror);
-	}
-}
-
 /* Exclusive device access ends before the CPU loses write permission. */
 static void revoke_exclusive(uintptr_t start, uintptr_t end)
 {
@@ -77,7 +62,7 @@ static void change_begin(struct change *ch, uintptr_t start, uintptr_t end)
 		return;
 	/* Pending first: a device fault from now on cannot map the range. */
 	cpu_change_begin(&ch->pending, ch->start, ch->end);
-	icpt_invalidate(ch->start, ch->end, true);
+	mirrors_invalidate(ch->start, ch->end, NULL, true);
 	reg_lock();
 	if (reg_overlaps(ch->start, ch->end)) {
 		reg_fence_add(&ch->fence, ch->start, ch->end);
@@ -172,7 +157,7 @@ int mprotect(void *addr, size_t len, int prot)
 		if (!(prot & PROT_WRITE))
 			revoke_exclusive(start, end);
 		cpu_change_begin(&pending, start, end);
-		icpt_invalidate(start, end, true);
+		mirrors_invalidate(start, end, NULL, true);
 	}
 	ret = sys_mprotect(addr, len, prot);
 	err = errno;

@@ -564,7 +564,9 @@ void run_to_host(struct hmm_device_core *c, struct range *r, uintptr_t addr, siz
 		 bool slots_stale, bool writable);
 void run_unbusy(struct range *r, uintptr_t addr, size_t n);
 void page_drop(uintptr_t addr, uint64_t *w);
-void mirrors_invalidate(uintptr_t start, uintptr_t end, struct hmm_device_core *except);
+/* Every device but except forgets [start, end); with wait, accesses in flight end
+ * first (never with reg.lock held). */
+void mirrors_invalidate(uintptr_t start, uintptr_t end, struct hmm_device_core *except, bool wait);
 void map_accessed_by(struct range *r, uintptr_t addr, size_t n, bool writable);
 void free_slots(struct hmm_device_core *c, uint64_t first, size_t n, bool stale);
 
@@ -593,7 +595,6 @@ void policy_forget_device(struct hmm_device_core *c);
 
 /* ---- intercept.c: CPU-side mapping changes we must see first -------------- */
 
-void icpt_invalidate(uintptr_t start, uintptr_t end, bool wait);
 int icpt_munmap(void *addr, size_t len);   /* munmap, whichever munmap others see */
 
 /* ---- fork.c ------------------------------------------------------------- */

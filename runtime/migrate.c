@@ -426,9 +426,12 @@ static bool protect_runs(struct batch *bt, struct mig_state *st, struct mig_resu
 			nap();
 		if (!err)
 			continue;
-		log_warn_ratelimited("cannot write-protect 0x%lx for migration: %d",
-				     (unsigned long)run->addr, err);
-		res->eio = true;
+		/* Gone (unmapped under us) is not a failure: those pages just stay out. */
+		if (err != -ENOENT) {
+			log_warn_ratelimited("cannot write-protect 0x%lx for migration: %d",
+					     (unsigned long)run->addr, err);
+			res->eio = true;
+		}
 		reg_lock();
 		for (size_t p = 0; p < bt->n; p++) {
 			if (bt->p[p].addr >= run->addr &&

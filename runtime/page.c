@@ -13,7 +13,7 @@ void free_slots(struct hmm_device_core *c, uint64_t first, size_t n, bool stale)
 	devmem_free(&c->mem, first, n, stale && dev_movable(c));
 }
 
-void mirrors_invalidate(uintptr_t start, uintptr_t end, struct hmm_device_core *except)
+void mirrors_invalidate(uintptr_t start, uintptr_t end, struct hmm_device_core *except, bool wait)
 {
 	for (int i = 0; i < MAX_DEVICES; i++) {
 		struct hmm_device_core *d = dev_table[i];
@@ -22,6 +22,8 @@ void mirrors_invalidate(uintptr_t start, uintptr_t end, struct hmm_device_core *
 			continue;
 		mirror_lock(&d->mirror);
 		mirror_invalidate(&d->mirror, start, end);
+		if (wait)
+			mirror_wait_idle(&d->mirror, start, end);
 		mirror_unlock(&d->mirror);
 	}
 }
@@ -100,7 +102,7 @@ void run_to_device(struct hmm_device_core *c, struct range *r, uintptr_t addr, s
 	atomic_fetch_add(&c->resident, n);
 	STAT_ADD(pages_to_device, n);
 	/* Every device's view of these pages changed... */
-	mirrors_invalidate(addr, end, c);
+	mirrors_invalidate(addr, end, c, false);
 	/* ...and the new owner maps them, as dmirror_migrate_finalize_and_map does. */
 	mirror_lock(&c->mirror);
 	mirror_invalidate(&c->mirror, addr, end);
@@ -141,7 +143,7 @@ void run_to_host(struct hmm_device_core *c, struct range *r, uintptr_t addr, siz
 	STAT_ADD(pages_to_host, n);
 	/* Only the owner could map a device-private page; coherent ones, anyone. */
 	if (dev_coherent(c)) {
-		mirrors_invalidate(addr, end, NULL);
+		mirrors_invalidate(addr, end, NULL, false);
 	} else {
 		mirror_lock(&c->mirror);
 		mirror_invalidate(&c->mirror, addr, end);

@@ -191,35 +191,37 @@ static int register_span(uintptr_t start, uintptr_t end)
 }
 
 /*
- * Manage [start, end): holes of existing ranges come back to life, gaps
- * between ranges become new ranges. words (optional) gives their state.
+ * Manage [a, b), all of it mapped private anonymous memory: holes of
+ * existing ranges come back to life, gaps between ranges become new ranges.
+ * words (optional, indexed from start) gives their state.
  */
-static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struct range **ret)
+static int add_mapped(uintptr_t a, uintptr_t b, uintptr_t start, const uint64_t *words,
+		      struct range **ret)
 {
-	uintptr_t at = start;
-	int err = register_span(start, end);
+	uintptr_t at = a;
+	int err = register_span(a, b);
 
 	if (err)
 		return err;
-	while (at < end) {
+	while (at < b) {
 		size_t i = first_above(at);
 		struct range *r = i < reg.n ? reg.v[i] : NULL;
 		uintptr_t stop;
 
 		if (r && r->start <= at) {
-			stop = MIN(end, r->end);
-			for (uintptr_t a = at; a < stop; a += PAGE_SIZE) {
-				uint64_t *w = &r->pages[range_index(r, a)];
+			stop = MIN(b, r->end);
+			for (uintptr_t p = at; p < stop; p += PAGE_SIZE) {
+				uint64_t *w = &r->pages[range_index(r, p)];
 
 				if (*w & PW_UNMAPPED) {
-					*w = words ? words[(a - start) >> PAGE_SHIFT] : 0;
+					*w = words ? words[(p - start) >> PAGE_SHIFT] : 0;
 					reg.managed_pages++;
 				}
 			}
 		} else {
 			struct range *nr;
 
-			stop = r ? MIN(end, r->start) : end;
+			stop = r ? MIN(b, r->start) : b;
 			nr = new_range(at, stop, words ? words + ((at - start) >> PAGE_SHIFT) : NULL);
 			if (!nr || insert_range(nr)) {
 				if (nr)
@@ -229,11 +231,42 @@ static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struc
 			reg.managed_pages += (stop - at) >> PAGE_SHIFT;
 			r = nr;
 		}
-		if (ret && at == start)
+		if (ret && !*ret)
 			*ret = r;
 		at = stop;
 	}
 	return 0;
+}
+
+struct add_walk {
+	uintptr_t start;
+	const uint64_t *words;
+	struct range **ret;
+};
+
+static int add_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
+{
+	struct add_walk *aw = arg;
+
+	/* What is not mapped private anonymous memory now is not ours to add. */
+	if (!v || !vma_private_anon(v))
+		return 0;
+	return add_mapped(s, e, aw->start, aw->words, aw->ret);
+}
+
+/*
+ * The mapping is checked here, under reg.lock, not trusted from the caller's
+ * earlier look: a page unmapped since then must not come back as managed
+ * (a later mapping there would be taken for ours). An unmap that races this
+ * call still reaches us as an event, after it.
+ */
+static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struct range **ret)
+{
+	struct add_walk aw = { start, words, ret };
+
+	if (ret)
+		*ret = NULL;
+	return vma_walk(start, end, add_piece, &aw);
 }
 
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret)
@@ -253,8 +286,13 @@ int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,
 
 		for (uintptr_t a = s; a < e;) {
 			struct range *t = reg_lookup(a);
-			uintptr_t stop = MIN(e, t->end);
+			uintptr_t stop;
 
+			if (!t) {
+				a += PAGE_SIZE; /* not added: no longer mapped */
+				continue;
+			}
+			stop = MIN(e, t->end);
 			attr_set(t, a, stop, 1, attrs[i].preferred, attrs[i].accessed_by, 0);
 			a = stop;
 		}

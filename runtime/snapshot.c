@@ -32,11 +32,38 @@ static int note_vma(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
 	return 0;
 }
 
-static int walk_vmas(uintptr_t start, size_t npages, uint8_t *vf)
-{
-	struct walk wk = { start, vf };
+/* What the CPU's page table says about a range: VMA flags and pagemap entries. */
+struct view {
+	uint8_t *vf;
+	uint64_t *pm;
+	size_t npages;
+};
 
-	return vma_walk(start, start + npages * PAGE_SIZE, note_vma, &wk);
+static void view_free(struct view *v)
+{
+	meta_free(v->vf, v->npages);
+	meta_free(v->pm, v->npages * sizeof(*v->pm));
+}
+
+static int view_load(struct view *v, uintptr_t start, size_t npages)
+{
+	struct walk wk = { start, NULL };
+	int err;
+
+	v->npages = npages;
+	v->vf = meta_alloc(npages);
+	v->pm = meta_alloc(npages * sizeof(*v->pm));
+	if (!v->vf || !v->pm) {
+		view_free(v);
+		return -ENOMEM;
+	}
+	wk.vf = v->vf;
+	err = vma_walk(start, start + npages * PAGE_SIZE, note_vma, &wk);
+	if (!err)
+		err = pagemap_read(start, npages, v->pm);
+	if (err)
+		view_free(v);
+	return err;
 }
 
 /* Whether the CPU maps a present host page writable, as its PTE would say. */
@@ -57,18 +84,18 @@ static uint8_t perm(bool writable)
 
 int snap_take(struct hmm_device_core *c, uintptr_t start, size_t npages, uint8_t *out)
 {
-	uint8_t *vf = meta_alloc(npages);
-	uint64_t *pm = meta_alloc(npages * sizeof(*pm));
 	uint8_t *cats = meta_alloc(npages);
-	int err = -ENOMEM;
+	struct view v;
+	uint8_t *vf;
+	uint64_t *pm;
+	int err = cats ? view_load(&v, start, npages) : -ENOMEM;
 
-	if (!vf || !pm || !cats)
-		goto out;
-	err = walk_vmas(start, npages, vf);
-	if (!err)
-		err = pagemap_read(start, npages, pm);
-	if (err)
-		goto out;
+	if (err) {
+		meta_free(cats, npages);
+		return err;
+	}
+	vf = v.vf;
+	pm = v.pm;
 	if (pagemap_categories(start, npages, cats))
 		memset(cats, 0, npages);
 	reg_lock();
@@ -112,42 +139,32 @@ int snap_take(struct hmm_device_core *c, uintptr_t start, size_t npages, uint8_t
 		out[i] = b;
 	}
 	reg_unlock();
-out:
-	meta_free(vf, npages);
-	meta_free(pm, npages * sizeof(*pm));
+	view_free(&v);
 	meta_free(cats, npages);
-	return err;
+	return 0;
 }
 
 int snap_residency(uintptr_t start, size_t npages, int *out)
 {
-	uint8_t *vf = meta_alloc(npages);
-	uint64_t *pm = meta_alloc(npages * sizeof(*pm));
-	int err = -ENOMEM;
+	struct view v;
+	int err = view_load(&v, start, npages);
 
-	if (!vf || !pm)
-		goto out;
-	err = walk_vmas(start, npages, vf);
-	if (!err)
-		err = pagemap_read(start, npages, pm);
 	if (err)
-		goto out;
+		return err;
 	reg_lock();
 	for (size_t i = 0; i < npages; i++) {
 		uint64_t *w = reg_word(start + i * PAGE_SIZE, NULL);
 
-		if (vf[i] & VF_HOLE)
+		if (v.vf[i] & VF_HOLE)
 			out[i] = HMM_LOC_UNMAPPED;
 		else if (w && pw_loc(*w))
 			out[i] = (int)pw_loc(*w) - 1;
-		else if ((pm[i] & (PM_PRESENT | PM_SWAP)) || (w && (*w & PW_EXCL)))
+		else if ((v.pm[i] & (PM_PRESENT | PM_SWAP)) || (w && (*w & PW_EXCL)))
 			out[i] = HMM_LOC_HOST;
 		else
 			out[i] = HMM_LOC_NONE;
 	}
 	reg_unlock();
-out:
-	meta_free(vf, npages);
-	meta_free(pm, npages * sizeof(*pm));
-	return err;
+	view_free(&v);
+	return 0;
 }
