@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")"
 
 # What the build and the tests use, from Debian's archive.
-packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev"
+packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev"
 
 install_missing() {
 	missing=""

@@ -22,6 +22,8 @@
 extern "C" {
 #endif
 
+#pragma GCC visibility push(default)
+
 #define UHMM_VERSION_MAJOR 0
 #define UHMM_VERSION_MINOR 1
 #define UHMM_VERSION_PATCH 0
@@ -220,6 +222,8 @@ int hmm_stats_get(struct hmm_stats *ret);
  * unknown point.
  */
 int hmm_fault_inject(const char *spec);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -457,7 +457,7 @@ static int adopt_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
 	if (!v || !vma_private_anon(v))
 		return -EINVAL;
 	reg_lock();
-	int err = reg_covers(s, e) ? 0 : reg_add(s, e, NULL);
+	int err = reg_add(s, e, NULL);  /* arms a lazy range too */
 	reg_unlock();
 	return err;
 }
@@ -502,7 +502,8 @@ again:
 	}
 	reg_lock();
 	for (uintptr_t p = start; p < end && !err; p += PAGE_SIZE) {
-		uint64_t *w = reg_word(p, NULL);
+		struct range *r;
+		uint64_t *w = reg_word(p, &r);
 		long n;
 
 		if (!w || (*w & PW_BUSY) || (pw_loc(*w) && !local_to(c, *w, true)) ||
@@ -524,6 +525,7 @@ again:
 			break;
 		}
 		*w = pw_set_aux(*w | PW_EXCL, (unsigned)c->index + 1, slots[used++]);
+		range_note_offhost(r, p, p + PAGE_SIZE);
 		mirrors_invalidate(p, p + PAGE_SIZE, c, false);
 		mirror_lock(&c->mirror);
 		mirror_set(&c->mirror, p, MIR_LOCAL | MIR_ATOMIC | MIR_READ | MIR_WRITE);

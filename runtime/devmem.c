@@ -4,7 +4,9 @@
  * that a batch moves with one descriptor (and a 2 MiB aligned run can move a
  * whole huge page). For memory the runtime moves pages into with UFFDIO_MOVE,
  * a free slot may still hold a page ("stale"): a move needs an empty target,
- * so those are kept apart until someone empties them.
+ * so those are kept apart until someone empties them. A slot stays marked
+ * while a copy uses it (copies do not care), because whoever frees it later
+ * may not know it was ever filled; only emptying it clears the mark.
  */
 #include <errno.h>
 #include <string.h>
@@ -81,15 +83,19 @@ static size_t run_at(const struct devmem *m, uint64_t first, size_t max, bool cl
 	return n;
 }
 
-static size_t take(struct devmem *m, uint64_t first, size_t n, uint64_t *ret_first)
+/* nstale counts free marked slots: the ones clean_stale can empty. */
+static size_t take(struct devmem *m, uint64_t first, size_t n, bool emptying,
+		   uint64_t *ret_first)
 {
 	set_bits(m->used, first, n, true);
 	if (m->track_stale) {
-		for (uint64_t i = first; i < first + n; i++)
-			if (bit(m->stale, i)) {
+		for (uint64_t i = first; i < first + n; i++) {
+			if (!bit(m->stale, i))
+				continue;
+			m->nstale--;
+			if (emptying)
 				set_bits(m->stale, i, 1, false);
-				m->nstale--;
-			}
+		}
 	}
 	m->nused += n;
 	m->cursor = first + n < m->nslots ? first + n : 0;
@@ -131,7 +137,7 @@ size_t devmem_alloc(struct devmem *m, size_t max, size_t align, bool clean, uint
 	if (align > 1 && max >= align) {
 		for (uint64_t f = 0; f + align <= m->nslots; f += align) {
 			if (run_at(m, f, align, clean) == align) {
-				got = take(m, f, align, ret_first);
+				got = take(m, f, align, false, ret_first);
 				goto out;
 			}
 		}
@@ -145,7 +151,7 @@ size_t devmem_alloc(struct devmem *m, size_t max, size_t align, bool clean, uint
 			size_t n = run_at(m, f, max, clean);
 
 			if (n) {
-				got = take(m, f, n, ret_first);
+				got = take(m, f, n, false, ret_first);
 				break;
 			}
 		}
@@ -160,12 +166,13 @@ void devmem_free(struct devmem *m, uint64_t first, size_t n, bool stale)
 	pthread_mutex_lock(&m->lock);
 	set_bits(m->used, first, n, false);
 	m->nused -= n;
-	if (stale && m->track_stale) {
-		for (uint64_t i = first; i < first + n; i++)
-			if (!bit(m->stale, i)) {
+	if (m->track_stale) {
+		for (uint64_t i = first; i < first + n; i++) {
+			if (stale)
 				set_bits(m->stale, i, 1, true);
+			if (bit(m->stale, i))
 				m->nstale++;
-			}
+		}
 	}
 	pthread_mutex_unlock(&m->lock);
 }
@@ -181,7 +188,7 @@ size_t devmem_take_stale(struct devmem *m, size_t max, uint64_t *ret_first)
 		while (got < max && i + got < m->nslots && !bit(m->used, i + got) &&
 		       bit(m->stale, i + got))
 			got++;
-		take(m, i, got, ret_first);
+		take(m, i, got, true, ret_first);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return got;

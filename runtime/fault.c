@@ -18,7 +18,8 @@
 #include "internal.h"
 #include "kernel-compat.h"
 
-static enum fault_result zero_fill(uintptr_t addr)
+/* One page of zeros, for a page that must read as zero now. */
+static enum fault_result zero_fill_one(uintptr_t addr)
 {
 	long n = uffd_zero(addr, PAGE_SIZE, 0);
 
@@ -28,6 +29,33 @@ static enum fault_result zero_fill(uintptr_t addr)
 		uffd_wake(addr, PAGE_SIZE); /* already there, or the mapping is gone */
 	else
 		STAT_ADD(zero_fills, 1);
+	return FAULT_DONE;
+}
+
+/*
+ * A first touch: the page, and up to opt.zero_around untouched host pages
+ * after it, get the shared zero page (a write then copies it in the kernel,
+ * without another trip through us). Pages elsewhere or claimed stay out.
+ */
+static enum fault_result zero_fill(struct range *r, uintptr_t addr)
+{
+	size_t i = range_index(r, addr), n = 1;
+	long done;
+
+	while (n < opt.zero_around && addr + n * PAGE_SIZE < r->end &&
+	       !(r->pages[i + n] & ~PW_ADVICE))
+		n++;
+	done = uffd_zero(addr, n * PAGE_SIZE, 0);
+	if (done == -ENOENT && n > 1) /* the window crossed into another mapping */
+		done = uffd_zero(addr, PAGE_SIZE, 0);
+	if (done == -EAGAIN)
+		return FAULT_RETRY;
+	if (done < 0) {
+		uffd_wake(addr, PAGE_SIZE); /* already there, or the mapping is gone */
+	} else {
+		STAT_ADD(zero_fills, (uint64_t)done / PAGE_SIZE);
+		pager_note_fault(addr, false);
+	}
 	return FAULT_DONE;
 }
 
@@ -207,7 +235,7 @@ enum fault_result mig_fault_in(struct range *r, uintptr_t addr, bool write, pid_
 		 * (discarded by the application): its contents are zero. Parking
 		 * would deadlock the migration on itself.
 		 */
-		return internal ? zero_fill(addr) : FAULT_PARK;
+		return internal ? zero_fill_one(addr) : FAULT_PARK;
 	}
 	if (*w & PW_EXCL) {
 		int err = mig_revoke_exclusive(addr, w);
@@ -228,10 +256,11 @@ enum fault_result mig_fault_in(struct range *r, uintptr_t addr, bool write, pid_
 	if (*w & PW_DUP) /* the host copy was reclaimed (MADV_FREE): zero */
 		page_drop(addr, w);
 	if (!pw_loc(*w))
-		return zero_fill(addr);
+		return zero_fill(r, addr);
 	c = dev_by_loc(pw_loc(*w));
 	if (dev_coherent(c))
-		return zero_fill(addr); /* never populated; stays in device memory */
+		return zero_fill_one(addr); /* never populated; stays in device memory */
+	pager_note_fault(addr, true);
 
 	n = fault_window(c, r, addr, dev_host_mapped(c) ? opt.fault_around : PMD_PAGES);
 	mirror_lock(&c->mirror);

@@ -24,6 +24,7 @@
 #define MAX_PARKED 4096
 #define MAX_INTERNAL 64
 #define MAX_ZAPS 64
+#define BACKLOG 1024
 
 struct parked {
 	uintptr_t addr;
@@ -43,6 +44,11 @@ static struct {
 	pthread_mutex_t barrier_lock;
 	pthread_cond_t barrier_cond;
 	uint64_t started, done;
+
+	/* fork: read but not processed (barrier_lock for the flags) */
+	bool pause_req, paused;
+	struct uffd_msg backlog[BACKLOG];
+	unsigned nbacklog;
 
 	/* fault thread only */
 	struct parked parked[MAX_PARKED];
@@ -64,6 +70,7 @@ void internal_thread_enter(void)
 {
 	pid_t tid = sys_gettid();
 
+	rt_self.internal = true;
 	for (int i = 0; i < MAX_INTERNAL; i++) {
 		pid_t zero = 0;
 
@@ -119,6 +126,26 @@ void handler_barrier(void)
 	while (h.done < target && h.running)
 		pthread_cond_wait(&h.barrier_cond, &h.barrier_lock);
 	pthread_mutex_unlock(&h.barrier_lock);
+}
+
+void handler_pause(void)
+{
+	if (!h.running || pthread_equal(pthread_self(), h.thread))
+		return;
+	pthread_mutex_lock(&h.barrier_lock);
+	h.pause_req = true;
+	handler_kick();
+	while (!h.paused && h.running)
+		pthread_cond_wait(&h.barrier_cond, &h.barrier_lock);
+	pthread_mutex_unlock(&h.barrier_lock);
+}
+
+void handler_resume(void)
+{
+	pthread_mutex_lock(&h.barrier_lock);
+	h.pause_req = false;
+	pthread_mutex_unlock(&h.barrier_lock);
+	handler_kick();
 }
 
 void handler_own_zap(uintptr_t start, uintptr_t end, bool add)
@@ -280,6 +307,43 @@ static void on_event(const struct uffd_msg *m)
 	}
 }
 
+static void process(const struct uffd_msg *msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+			on_fault(&msgs[i]);
+		else
+			on_event(&msgs[i]);
+	}
+}
+
+/*
+ * Paused (fork in progress): keep reading, so that a thread blocked in the
+ * kernel until its event is read (madvise, munmap) can go on and release
+ * what the forking thread may be waiting for; process nothing. Returns
+ * whether we are paused.
+ */
+static bool paused_round(void)
+{
+	bool paused;
+
+	pthread_mutex_lock(&h.barrier_lock);
+	if (h.pause_req != h.paused) {
+		h.paused = h.pause_req;
+		pthread_cond_broadcast(&h.barrier_cond);
+	}
+	paused = h.paused;
+	pthread_mutex_unlock(&h.barrier_lock);
+	if (paused && h.nbacklog < BACKLOG) {
+		ssize_t n = read(uffd.fd, h.backlog + h.nbacklog,
+				 (BACKLOG - h.nbacklog) * sizeof(h.backlog[0]));
+
+		if (n > 0)
+			h.nbacklog += (unsigned)(n / (ssize_t)sizeof(h.backlog[0]));
+	}
+	return paused;
+}
+
 static void *loop(void *arg)
 {
 	struct uffd_msg msgs[BATCH];
@@ -291,32 +355,37 @@ static void *loop(void *arg)
 	h.tid = sys_gettid();
 	internal_thread_enter();
 	while (!atomic_load(&h.stop)) {
-		struct pollfd p[2] = { { uffd.fd, POLLIN, 0 }, { h.kick_fd, POLLIN, 0 } };
+		struct pollfd p[2] = { { h.kick_fd, POLLIN, 0 }, { uffd.fd, POLLIN, 0 } };
+		bool full = h.paused && h.nbacklog == BACKLOG;
 		ssize_t n;
 		int read_err;
 
-		if (poll(p, 2, have_retries() ? 1 : -1) < 0 && errno != EINTR)
+		if (poll(p, full ? 1 : 2, have_retries() && !h.paused ? 1 : -1) < 0 && errno != EINTR)
 			break;
-		if (p[1].revents & POLLIN) {
+		if (p[0].revents & POLLIN) {
 			uint64_t v;
 
 			if (read(h.kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				break;
 		}
+		if (paused_round())
+			continue;
 		pthread_mutex_lock(&h.barrier_lock);
 		h.started++;
 		pthread_mutex_unlock(&h.barrier_lock);
 
+		/* Messages read while paused come first: order matters. */
+		process(h.backlog, h.nbacklog);
+		h.nbacklog = 0;
 		n = read(uffd.fd, msgs, sizeof(msgs));
 		read_err = n < 0 ? errno : 0;
-		for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				on_fault(&msgs[i]);
-			else
-				on_event(&msgs[i]);
-		}
+		if (n > 0)
+			process(msgs, (size_t)n / sizeof(msgs[0]));
 		if (h.nparked)
 			unpark();
+		reg_lock();
+		heap_sync_registry();
+		reg_unlock();
 
 		pthread_mutex_lock(&h.barrier_lock);
 		h.done = h.started;
@@ -384,6 +453,8 @@ void handler_fork_child(void)
 	h.running = false;
 	h.nparked = 0;
 	h.nzaps = 0;
+	h.nbacklog = 0;
+	h.pause_req = h.paused = false;
 	h.started = h.done = 0;
 	pthread_mutex_init(&h.barrier_lock, NULL);
 	pthread_cond_init(&h.barrier_cond, NULL);

@@ -12,6 +12,7 @@
 
 enum { RT_OFF, RT_ON };
 
+/* Nested calls (a call from inside a call) lock once: rt_self.depth counts them. */
 static struct {
 	pthread_mutex_t lock;
 	_Atomic int state;
@@ -23,8 +24,7 @@ static struct {
 	.quiesce = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP,
 };
 
-/* Nested calls (a call from inside a call) must not lock twice. */
-static __thread unsigned depth;
+__thread struct rt_thread rt_self;
 
 static int start(void)
 {
@@ -35,6 +35,7 @@ static int start(void)
 		if (fault_configure(opt.fault))
 			log_warn("UHMM_FAULT=%s: unknown injection point", opt.fault);
 		rt.options_loaded = true;
+		stats_keep_stderr();
 	}
 	if (sysconf(_SC_PAGESIZE) != (long)PAGE_SIZE)
 		return -EOPNOTSUPP;
@@ -47,6 +48,7 @@ static int start(void)
 		return err;
 	}
 	reg_lock();
+	heap_sync_registry();
 	reg_register_all();
 	reg_unlock();
 	if (!rt.hooks) {
@@ -60,12 +62,18 @@ static int start(void)
 	}
 	atomic_store(&rt.state, RT_ON);
 	dev_open_env();
+	err = stats_region_open();
+	if (err)
+		log_warn("no stats region for uhmm-stat: %d", err);
+	err = agent_start();
+	if (err)
+		log_warn("cannot start the agent thread (%d): no host limit, chaos or live stats", err);
 	return 0;
 }
 
 int rt_enter(void)
 {
-	if (depth++)
+	if (rt_self.depth++)
 		return 0;
 	for (;;) {
 		if (atomic_load(&rt.state) != RT_ON) {
@@ -75,7 +83,7 @@ int rt_enter(void)
 			err = atomic_load(&rt.state) == RT_ON ? 0 : start();
 			pthread_mutex_unlock(&rt.lock);
 			if (err) {
-				depth--;
+				rt_self.depth--;
 				return err;
 			}
 		}
@@ -88,7 +96,7 @@ int rt_enter(void)
 
 void rt_leave(void)
 {
-	if (--depth == 0)
+	if (--rt_self.depth == 0)
 		pthread_rwlock_unlock(&rt.quiesce);
 }
 
@@ -101,19 +109,19 @@ bool rt_hold(void)
 {
 	if (!rt_active())
 		return false;
-	if (depth++)
+	if (rt_self.depth++)
 		return true;
 	pthread_rwlock_rdlock(&rt.quiesce);
 	if (rt_active())
 		return true;
 	pthread_rwlock_unlock(&rt.quiesce);
-	depth--;
+	rt_self.depth--;
 	return false;
 }
 
 int rt_quiesce(void)
 {
-	if (!rt_active() || depth)
+	if (!rt_active() || rt_self.depth)
 		return -EBUSY;
 	pthread_rwlock_wrlock(&rt.quiesce);
 	if (!rt_active()) {
@@ -133,6 +141,10 @@ void rt_reset_after_fork(void)
 	pthread_rwlock_t fresh = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 	reg_fork_child();
+	heap_fork_child();
+	agent_fork_child();
+	stats_fork_child();
+	preload_fork_child();
 	dev_fork_child();
 	handler_fork_child();
 	holding_fork_child();
@@ -142,7 +154,7 @@ void rt_reset_after_fork(void)
 	rt.quiesce = fresh;
 	pthread_mutex_init(&rt.lock, NULL);
 	atomic_store(&rt.state, RT_OFF);
-	depth = 0;
+	rt_self.depth = 0;
 }
 
 int hmm_init(void)
@@ -156,6 +168,10 @@ int hmm_init(void)
 
 void hmm_fini(void)
 {
+	/* The agent holds the runtime each round: it leaves before quiescing. */
+	if (!rt_active() || rt_self.depth)
+		return;
+	agent_stop();
 	if (rt_quiesce())
 		return;
 	dev_close_all();

@@ -38,12 +38,19 @@
 #define PMD_SIZE (PMD_PAGES * PAGE_SIZE)
 #define MAX_DEVICES HMM_STATS_MAX_DEVICES
 
+/*
+ * libc functions we define for the whole process (malloc, mmap...). They
+ * carry no symbol version, so that references to glibc's versions bind here.
+ */
+#define UHMM_INTERPOSE __attribute__((visibility("default")))
+
 #define ALIGN_DOWN(x, a) ((x) & ~((uintptr_t)(a) - 1))
 #define ALIGN_UP(x, a) ALIGN_DOWN((x) + (a) - 1, a)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define unlikely(x) __builtin_expect(!!(x), 0)
+#define likely(x) __builtin_expect(!!(x), 1)
 
 /* ---- options.c: UHMM_* environment variables ---------------------------- */
 
@@ -60,6 +67,13 @@ struct rt_options {
 	unsigned fault_retries;     /* UHMM_FAULT_RETRIES */
 	uint64_t exclusive_mem;     /* UHMM_EXCLUSIVE_MEM */
 	enum uffd_mode uffd_mode;   /* UHMM_USERFAULTFD */
+	unsigned zero_around;       /* UHMM_ZERO_AROUND, pages */
+	uint64_t host_limit;        /* UHMM_HOST_LIMIT, bytes; 0: none */
+	unsigned thrash_ms;         /* UHMM_THRASH_MS */
+	unsigned chaos_ms;          /* UHMM_CHAOS; 0: off */
+	bool stats_summary;         /* UHMM_STATS */
+	int stats_pid;              /* UHMM_STATS_PID; 0: any process */
+	const char *stats_file;     /* UHMM_STATS_FILE */
 };
 
 struct opt_desc {
@@ -118,6 +132,21 @@ void *meta_realloc(void *p, size_t old_size, size_t new_size);
 void meta_free(void *p, size_t size);
 uint64_t meta_bytes(void);
 
+/* ---- heap.c, malloc.c: the managed heap (transparent mode) --------------- */
+
+bool heap_managed(void);            /* malloc serves managed memory (decides once) */
+int heap_init(void);
+bool heap_ready(void);
+bool heap_app_owns(const void *p);
+bool heap_meta_owns(const void *p);
+int heap_meta_flags(void);          /* mallocx flags of the unmanaged pool */
+void heap_bind_thread(void);
+void *heap_meta_calloc(size_t size);
+void heap_meta_free(void *p);
+void heap_sync_registry(void);      /* reg.lock held */
+uint64_t heap_committed_bytes(void);
+void heap_fork_child(void);
+
 /* ---- faultinj.c: UHMM_FAULT -------------------------------------------- */
 
 enum fault_point {
@@ -139,6 +168,7 @@ struct uffd_state {
 	bool kernel_faults;     /* kernel-mode accesses are served (no USER_MODE_ONLY) */
 	bool can_move;          /* UFFDIO_MOVE */
 	bool can_poison;        /* UFFDIO_POISON */
+	bool forked;            /* a child of fork: see uffd_forget() */
 	const char *origin;     /* how fd was obtained, for uhmm-info and logs */
 };
 
@@ -194,6 +224,9 @@ int vma_locked(uintptr_t start, uintptr_t end, bool *ret_locked);
 int pagemap_read(uintptr_t start, size_t npages, uint64_t *ret);
 /* PAGE_IS_* categories per page (PAGEMAP_SCAN); -EOPNOTSUPP without it */
 int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret);
+/* Runs of pages with host memory of their own (present, not the zero page). */
+int pagemap_resident_runs(uintptr_t start, uintptr_t end,
+			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
 bool vma_have_procmap_query(void);
 bool vma_have_pagemap_scan(void);
 void vma_reset(void);          /* fork child: /proc/self now names another process */
@@ -256,10 +289,13 @@ struct range {
 	uint64_t *pages_base;       /* allocation (pages may point past trimmed holes) */
 	size_t pages_bytes;
 	unsigned flags;
+	bool armed;                 /* registered with userfaultfd (else lazy) */
 	uintptr_t map_start;        /* RANGE_ALLOCATED: the mapping hmm_free unmaps */
 	size_t map_len;
 	struct attr *attrs;
 	unsigned nattrs;
+	/* Pages outside [off_lo, off_hi) are all in host memory (a hint, kept wide). */
+	uintptr_t off_lo, off_hi;
 };
 
 /* A span whose mapping is about to change; migrations keep out of it. */
@@ -291,13 +327,31 @@ static inline size_t range_index(const struct range *r, uintptr_t addr)
 {
 	return (addr - r->start) >> PAGE_SHIFT;
 }
+/* Pages of [start, end) may leave host memory. */
+static inline void range_note_offhost(struct range *r, uintptr_t start, uintptr_t end)
+{
+	if (r->off_lo == r->off_hi) {
+		r->off_lo = start;
+		r->off_hi = end;
+	} else {
+		r->off_lo = MIN(r->off_lo, start);
+		r->off_hi = MAX(r->off_hi, end);
+	}
+}
 /* Managed pieces of [start, end): calls fn for each maximal run in one range. */
 int reg_for_each(uintptr_t start, uintptr_t end,
 		 int (*fn)(struct range *r, uintptr_t s, uintptr_t e, void *arg), void *arg);
 bool reg_overlaps(uintptr_t start, uintptr_t end);
 bool reg_covers(uintptr_t start, uintptr_t end);
-/* Manage [start, end) (private anonymous memory); already managed parts stay. */
+/* Manage [start, end) (private anonymous memory), armed; already managed parts stay. */
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret);
+/* The same, lazily: registered with userfaultfd only once reg_arm() says so. */
+int reg_add_lazy(uintptr_t start, uintptr_t end);
+/* Pages of [start, end) are about to leave the host: arm their ranges, whole. */
+void reg_arm(uintptr_t start, uintptr_t end);
+/* The CPU mapping of [start, end) went away: lazy ranges learn it here. */
+void reg_forget_lazy(uintptr_t start, uintptr_t end);
+bool reg_lazy(uintptr_t start, uintptr_t end);   /* some of it is lazy */
 /* Stop managing [start, end); pages must be home. */
 int reg_remove(uintptr_t start, uintptr_t end);
 /* Structural updates for unmap/remap; page resources were released by the caller. */
@@ -321,6 +375,11 @@ uint32_t attr_accessed_by(const struct range *r, uintptr_t addr);
 void attr_copy_out(const struct range *r, uintptr_t start, uintptr_t end, struct attr **ret,
 		   unsigned *ret_n);
 void reg_fork_child(void);
+struct span {
+	uintptr_t start, end;
+};
+/* locked: a copy of the ranges' extents (meta_free(*ret, n * sizeof(**ret))) */
+int reg_snapshot(struct span **ret, size_t *ret_n);
 
 /* ---- devmem.c: pages of device memory (slots) --------------------------- */
 
@@ -515,6 +574,12 @@ void handler_stop(void);
 void handler_fork_child(void);
 void handler_kick(void);            /* parked faults may proceed */
 void handler_barrier(void);         /* events read so far are processed */
+/*
+ * fork: the fault thread keeps reading (so that nobody blocks in the kernel
+ * on an event it has not read) but processes nothing until resumed.
+ */
+void handler_pause(void);
+void handler_resume(void);
 bool handler_running(void);
 void handler_own_zap(uintptr_t start, uintptr_t end, bool add);
 void internal_thread_enter(void);   /* runtime thread: its faults never park */
@@ -619,7 +684,50 @@ struct rt_stats {
 extern struct rt_stats stats;
 #define STAT_ADD(field, n) atomic_fetch_add_explicit(&stats.field, (n), memory_order_relaxed)
 
+int stats_region_open(void);        /* the live region uhmm-stat reads */
+void stats_keep_stderr(void);       /* at start: where the summary will go */
+void stats_publish(void);           /* runtime held */
+void stats_fork_child(void);
+void stats_summary(void);           /* UHMM_STATS, at exit */
+
+/* ---- agent.c, pager.c, chaos.c: periodic work ------------------------------ */
+
+int agent_start(void);
+void agent_stop(void);              /* not with the runtime quiesced */
+void agent_fork_child(void);
+void pager_tick(void);              /* UHMM_HOST_LIMIT */
+void pager_note_fault(uintptr_t addr, bool from_device);   /* fault thread */
+uint64_t pager_resident_bytes(void);
+void pager_fork_child(void);
+void chaos_tick(void);              /* UHMM_CHAOS */
+
+/* ---- preload.c: transparent mode ------------------------------------------ */
+
+void preload_thread_started(void);  /* a thread's first managed allocation */
+void preload_fork_child(void);
+
 /* ---- init.c: lifetime ---------------------------------------------------- */
+
+/*
+ * Per-thread state, initial-exec TLS so that reading it never allocates
+ * (the malloc wrappers read it on every call).
+ */
+struct rt_thread {
+	unsigned depth;         /* runtime calls in progress (rt_enter, rt_hold) */
+	unsigned meta_only;     /* allocations here must not be managed memory */
+	bool internal;          /* a runtime thread */
+	unsigned in_alloc;      /* inside jemalloc: its mmap calls are its own */
+	bool bound;             /* heap.c: bound to a managed arena */
+	bool in_boot;           /* heap.c: the heap is being set up by this thread */
+};
+
+extern __thread struct rt_thread rt_self __attribute__((tls_model("initial-exec")));
+
+/* Runtime context: memory allocated here must never be managed. */
+static inline bool rt_self_internal(void)
+{
+	return rt_self.depth || rt_self.meta_only || rt_self.internal;
+}
 
 /* Start the runtime if needed and hold it against fork/fini. */
 int rt_enter(void);

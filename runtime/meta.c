@@ -2,8 +2,9 @@
 /*
  * The runtime's own memory: page-state arrays, mirror tables, bitmaps.
  * Large blocks come straight from mmap so they are never managed memory and
- * their pages cost nothing until touched; small ones come from calloc. Every
- * byte is counted for hmm_stats.metadata_bytes.
+ * their pages cost nothing until touched; small ones come from the unmanaged
+ * heap (heap.c), or from calloc when the heap is glibc's. Every byte is
+ * counted for hmm_stats.metadata_bytes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,7 @@ void *meta_alloc(size_t size)
 		if (p == MAP_FAILED)
 			return NULL;
 	} else {
-		p = calloc(1, size);
+		p = heap_meta_calloc(size);
 		if (!p)
 			return NULL;
 	}
@@ -50,7 +51,7 @@ void meta_free(void *p, size_t size)
 	if (size >= META_MMAP_MIN)
 		sys_munmap(p, mmap_len(size));
 	else
-		free(p);
+		heap_meta_free(p);
 }
 
 void *meta_realloc(void *p, size_t old_size, size_t new_size)

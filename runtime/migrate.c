@@ -874,9 +874,10 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 			pc->flags |= VMA_SHARED; /* not ours to move: mlock'ed */
 			continue;
 		}
+		/* Pages about to leave the host: their range is armed, whole. */
 		reg_lock();
 		if (!err)
-			err = reg_add(pc->start, pc->end, NULL);
+			err = dst ? reg_add(pc->start, pc->end, NULL) : reg_add_lazy(pc->start, pc->end);
 		reg_unlock();
 	}
 	for (size_t i = 0; i < ps.n && !err; i++) {
@@ -909,20 +910,41 @@ out:
 	return err;
 }
 
-static int home_piece(struct range *r, uintptr_t s, uintptr_t e, void *arg);
-
 struct home_args {
 	struct hmm_device_core *only;
 	struct mig_result *res;
 	struct pieces todo;
 };
 
+static bool off_host(uint64_t w)
+{
+	return pw_loc(w) || (w & (PW_EXCL | PW_DUP));
+}
+
+/*
+ * Only the part of [s, e) where pages may be off host needs work; finding
+ * that part also narrows the range's hint, so that a range whose pages are
+ * all home again costs nothing to the next fork.
+ */
 static int home_piece(struct range *r, uintptr_t s, uintptr_t e, void *arg)
 {
 	struct home_args *ha = arg;
+	uintptr_t lo = MAX(s, r->off_lo), hi = MIN(e, r->off_hi), first = 0, last = 0;
 
-	(void)r;
-	return collect_piece(&(struct vma){ .flags = 0 }, s, e, &ha->todo);
+	for (uintptr_t a = lo; a < hi; a += PAGE_SIZE) {
+		if (off_host(r->pages[range_index(r, a)])) {
+			if (!first)
+				first = a;
+			last = a + PAGE_SIZE;
+		}
+	}
+	if (lo <= r->off_lo && hi >= r->off_hi) {
+		r->off_lo = first;
+		r->off_hi = last;
+	}
+	if (!first)
+		return 0;
+	return collect_piece(&(struct vma){ .flags = 0 }, first, last, &ha->todo);
 }
 
 int mig_home(uintptr_t start, uintptr_t end, struct hmm_device_core *c, struct mig_result *res)
@@ -992,6 +1014,7 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 	if (err)
 		goto out;
 	reg_lock();
+	reg_arm(start, end);
 	for (uintptr_t p = start; p < end; p += PAGE_SIZE) {
 		uint64_t *w = reg_word(p, NULL);
 		uint64_t slot;
@@ -1027,6 +1050,7 @@ int mig_make_dup(struct hmm_device_core *c, uintptr_t start, uintptr_t end)
 			continue;
 		}
 		*w = pw_set_aux(*w | PW_DUP, (unsigned)c->index + 1, p->slot);
+		range_note_offhost(r, p->addr, p->addr + PAGE_SIZE);
 		run_unbusy(r, p->addr, 1);
 		mirror_lock(&c->mirror);
 		mirror_set(&c->mirror, p->addr, MIR_READ | MIR_LOCAL);

@@ -17,6 +17,9 @@ struct rt_options opt = {
 	.fault_retries = 3,
 	.exclusive_mem = 256ull << 20,
 	.uffd_mode = UFFD_MODE_AUTO,
+	.zero_around = 16,
+	.thrash_ms = 1000,
+	.stats_file = "",
 };
 
 static const struct opt_desc descs[] = {
@@ -30,6 +33,14 @@ static const struct opt_desc descs[] = {
 	{ "UHMM_FAULT_RETRIES", "3", "copy attempts before a CPU fault that cannot bring its page home gets SIGBUS" },
 	{ "UHMM_EXCLUSIVE_MEM", "256M", "address space reserved for pages under exclusive device access" },
 	{ "UHMM_USERFAULTFD", "auto", "auto, kernel (require kernel-mode faults) or user (user-mode faults only)" },
+	{ "UHMM_ZERO_AROUND", "16", "pages one first-touch fault maps (as zero pages) ahead of the faulting one" },
+	{ "UHMM_HEAP", "", "1: malloc serves managed memory (the default under LD_PRELOAD), 0: glibc's malloc" },
+	{ "UHMM_HOST_LIMIT", "", "keep managed host-resident memory under this size by evicting cold pages to the first device" },
+	{ "UHMM_THRASH_MS", "1000", "a page evicted and faulted back twice within this window stays on the host for a while" },
+	{ "UHMM_CHAOS", "", "test aid: every N ms migrate a random share of managed pages to a device and some back" },
+	{ "UHMM_STATS", "0", "1: print a summary of the runtime's work when the process exits" },
+	{ "UHMM_STATS_PID", "", "print the summary only in the process with this pid (uhmm-run sets it)" },
+	{ "UHMM_STATS_FILE", "", "write the summary as key=value lines to this file instead of stderr" },
 };
 
 const struct opt_desc *opt_descs(size_t *ret_n)
@@ -108,10 +119,24 @@ static void load_size(const char *name, uint64_t *field)
 	*field = ALIGN_UP(v, PAGE_SIZE);
 }
 
+static void load_bool(const char *name, bool *field)
+{
+	const char *s = getenv(name);
+
+	if (!s || !*s)
+		return;
+	if (!strcmp(s, "1") || !strcmp(s, "yes") || !strcmp(s, "on"))
+		*field = true;
+	else if (!strcmp(s, "0") || !strcmp(s, "no") || !strcmp(s, "off"))
+		*field = false;
+	else
+		log_warn("%s=%s: expected 1 or 0", name, s);
+}
+
 void opt_load(void)
 {
 	const char *s;
-	unsigned level = (unsigned)opt.log_level;
+	unsigned level = (unsigned)opt.log_level, stats_pid = 0;
 
 	/* UHMM_LOG first, so that complaints about the others obey it. */
 	load_uint("UHMM_LOG", &level, 0, LOG_DEBUG);
@@ -126,6 +151,15 @@ void opt_load(void)
 	load_uint("UHMM_DMA_BATCH", &opt.dma_batch, 1, 1u << 16);
 	load_uint("UHMM_RETRY_MS", &opt.retry_ms, 1, 3600 * 1000);
 	load_uint("UHMM_FAULT_RETRIES", &opt.fault_retries, 1, 1000);
+	load_uint("UHMM_ZERO_AROUND", &opt.zero_around, 1, 512);
+	load_uint("UHMM_THRASH_MS", &opt.thrash_ms, 1, 3600 * 1000);
+	load_uint("UHMM_CHAOS", &opt.chaos_ms, 0, 3600 * 1000);
+	load_size("UHMM_HOST_LIMIT", &opt.host_limit);
+	load_bool("UHMM_STATS", &opt.stats_summary);
+	load_uint("UHMM_STATS_PID", &stats_pid, 0, INT32_MAX);
+	opt.stats_pid = (int)stats_pid;
+	if ((s = getenv("UHMM_STATS_FILE")))
+		opt.stats_file = s;
 	s = getenv("UHMM_USERFAULTFD");
 	if (s && *s) {
 		if (!strcmp(s, "auto"))

@@ -93,6 +93,7 @@ void run_to_device(struct hmm_device_core *c, struct range *r, uintptr_t addr, s
 	uint8_t bits = MIR_READ | (writable ? MIR_WRITE : 0);
 	bool parked = false;
 
+	range_note_offhost(r, addr, end);
 	for (size_t i = 0; i < n; i++) {
 		uint64_t *w = &r->pages[range_index(r, addr) + i];
 

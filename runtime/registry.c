@@ -2,8 +2,13 @@
 /*
  * Managed ranges and the state word of every managed page.
  *
- * A range covers a span of private anonymous memory registered with our
- * userfaultfd (missing and write-protect modes). Ranges are few and large;
+ * A range covers a span of private anonymous memory. An armed range is
+ * registered with our userfaultfd (missing and write-protect modes). A lazy
+ * one (the transparent mode's heap and mappings) is not, until a page of it
+ * is about to leave the host: until then the program runs at native speed
+ * (first touches are the kernel's, huge pages included), and the wrappers in
+ * intercept.c keep its entry up to date, since no userfaultfd event will.
+ * Ranges are few and large;
  * they sit in an array sorted by address. Pages that stop being managed
  * inside a range (partial munmap, hmm_unmanage) become holes (PW_UNMAPPED)
  * rather than splitting the range, so nobody's view of a range ever moves
@@ -183,11 +188,48 @@ static struct range *new_range(uintptr_t start, uintptr_t end, const uint64_t *w
 	return r;
 }
 
-static int register_span(uintptr_t start, uintptr_t end)
+static int register_span(const struct range *r, uintptr_t start, uintptr_t end)
 {
-	if (!reg.registered)
+	if (!reg.registered || !r->armed)
 		return 0;
 	return uffd_register(start, end - start, REG_MODE);
+}
+
+/* Register every run of r that is not a hole. */
+static void register_range(struct range *r)
+{
+	uintptr_t run = 0;
+
+	for (uintptr_t a = r->start; a <= r->end; a += PAGE_SIZE) {
+		bool hole = a == r->end || (r->pages[range_index(r, a)] & PW_UNMAPPED);
+
+		if (!hole && !run)
+			run = a;
+		if (hole && run) {
+			int err = register_span(r, run, a);
+
+			if (err && err != -ENOMEM) {
+				/* The mapping changed while we were not looking. */
+				log_warn("cannot manage 0x%lx-0x%lx: %d", (unsigned long)run,
+					 (unsigned long)a, err);
+			}
+			run = 0;
+		}
+	}
+}
+
+static void arm(struct range *r)
+{
+	if (r->armed)
+		return;
+	r->armed = true;
+	register_range(r);
+}
+
+void reg_arm(uintptr_t start, uintptr_t end)
+{
+	for (size_t i = first_above(start); i < reg.n && reg.v[i]->start < end; i++)
+		arm(reg.v[i]);
 }
 
 /*
@@ -196,20 +238,24 @@ static int register_span(uintptr_t start, uintptr_t end)
  * words (optional, indexed from start) gives their state.
  */
 static int add_mapped(uintptr_t a, uintptr_t b, uintptr_t start, const uint64_t *words,
-		      struct range **ret)
+		      bool armed, struct range **ret)
 {
 	uintptr_t at = a;
-	int err = register_span(a, b);
 
-	if (err)
-		return err;
 	while (at < b) {
 		size_t i = first_above(at);
 		struct range *r = i < reg.n ? reg.v[i] : NULL;
 		uintptr_t stop;
 
 		if (r && r->start <= at) {
+			int err;
+
 			stop = MIN(b, r->end);
+			if (armed && !r->armed)
+				arm(r);
+			err = register_span(r, at, stop);
+			if (err)
+				return err;
 			for (uintptr_t p = at; p < stop; p += PAGE_SIZE) {
 				uint64_t *w = &r->pages[range_index(r, p)];
 
@@ -218,18 +264,28 @@ static int add_mapped(uintptr_t a, uintptr_t b, uintptr_t start, const uint64_t 
 					reg.managed_pages++;
 				}
 			}
+			if (words)
+				range_note_offhost(r, at, stop);
 		} else {
 			struct range *nr;
+			int err;
 
 			stop = r ? MIN(b, r->start) : b;
 			nr = new_range(at, stop, words ? words + ((at - start) >> PAGE_SHIFT) : NULL);
-			if (!nr || insert_range(nr)) {
-				if (nr)
-					free_range(nr);
+			if (!nr)
 				return -ENOMEM;
+			nr->armed = armed;
+			err = register_span(nr, at, stop);
+			if (!err && insert_range(nr))
+				err = -ENOMEM;
+			if (err) {
+				free_range(nr);
+				return err;
 			}
 			reg.managed_pages += (stop - at) >> PAGE_SHIFT;
 			r = nr;
+			if (words)
+				range_note_offhost(r, at, stop);
 		}
 		if (ret && !*ret)
 			*ret = r;
@@ -241,6 +297,7 @@ static int add_mapped(uintptr_t a, uintptr_t b, uintptr_t start, const uint64_t 
 struct add_walk {
 	uintptr_t start;
 	const uint64_t *words;
+	bool armed;
 	struct range **ret;
 };
 
@@ -251,7 +308,7 @@ static int add_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
 	/* What is not mapped private anonymous memory now is not ours to add. */
 	if (!v || !vma_private_anon(v))
 		return 0;
-	return add_mapped(s, e, aw->start, aw->words, aw->ret);
+	return add_mapped(s, e, aw->start, aw->words, aw->armed, aw->ret);
 }
 
 /*
@@ -260,9 +317,10 @@ static int add_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
  * (a later mapping there would be taken for ours). An unmap that races this
  * call still reaches us as an event, after it.
  */
-static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struct range **ret)
+static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, bool armed,
+		    struct range **ret)
 {
-	struct add_walk aw = { start, words, ret };
+	struct add_walk aw = { start, words, armed, ret };
 
 	if (ret)
 		*ret = NULL;
@@ -271,7 +329,12 @@ static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, struc
 
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret)
 {
-	return add_span(start, end, NULL, ret);
+	return add_span(start, end, NULL, true, ret);
+}
+
+int reg_add_lazy(uintptr_t start, uintptr_t end)
+{
+	return add_span(start, end, NULL, false, NULL);
 }
 
 int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,
@@ -279,7 +342,7 @@ int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,
 {
 	uintptr_t end = start + npages * PAGE_SIZE;
 	struct range *r = NULL;
-	int err = add_span(start, end, words, &r);
+	int err = add_span(start, end, words, true, &r);
 
 	for (unsigned i = 0; !err && i < nattrs; i++) {
 		uintptr_t s = MAX(attrs[i].start, start), e = MIN(attrs[i].end, end);
@@ -339,14 +402,41 @@ void reg_mark_unmapped(uintptr_t start, uintptr_t end)
 
 int reg_remove(uintptr_t start, uintptr_t end)
 {
-	if (reg.registered) {
-		int err = uffd_unregister(start, end - start);
+	for (size_t i = first_above(start); reg.registered && i < reg.n && reg.v[i]->start < end; i++) {
+		struct range *r = reg.v[i];
+		int err;
 
+		if (!r->armed)
+			continue;
+		err = uffd_unregister(MAX(start, r->start), MIN(end, r->end) - MAX(start, r->start));
 		if (err && err != -ENOENT)
 			return err;
 	}
 	reg_mark_unmapped(start, end);
 	return 0;
+}
+
+void reg_forget_lazy(uintptr_t start, uintptr_t end)
+{
+	size_t i = first_above(start);
+
+	while (i < reg.n && reg.v[i]->start < end) {
+		struct range *r = reg.v[i];
+		size_t before = reg.n;
+
+		if (!r->armed)
+			reg_mark_unmapped(MAX(start, r->start), MIN(end, r->end));
+		if (reg.n == before)
+			i++;
+	}
+}
+
+bool reg_lazy(uintptr_t start, uintptr_t end)
+{
+	for (size_t i = first_above(start); i < reg.n && reg.v[i]->start < end; i++)
+		if (!reg.v[i]->armed)
+			return true;
+	return false;
 }
 
 int reg_extend(uintptr_t old_end, uintptr_t new_end)
@@ -357,8 +447,8 @@ int reg_extend(uintptr_t old_end, uintptr_t new_end)
 	int err;
 
 	if (!r || r->end != old_end || reg_lookup(old_end))
-		return reg_add(old_end, new_end, NULL);
-	err = register_span(old_end, new_end);
+		return add_span(old_end, new_end, NULL, r ? r->armed : true, NULL);
+	err = register_span(r, old_end, new_end);
 	if (err)
 		return err;
 	off = (size_t)(r->pages - r->pages_base);
@@ -388,28 +478,9 @@ int reg_register_all(void)
 	 */
 	if (!uffd.kernel_faults)
 		return 0;
-	for (size_t i = 0; i < reg.n; i++) {
-		struct range *r = reg.v[i];
-		uintptr_t run = 0;
-
-		for (uintptr_t a = r->start; a <= r->end; a += PAGE_SIZE) {
-			bool hole = a == r->end || (r->pages[range_index(r, a)] & PW_UNMAPPED);
-
-			if (!hole && !run)
-				run = a;
-			if (hole && run) {
-				int err = uffd_register(run, a - run, REG_MODE);
-
-				if (err && err != -ENOMEM) {
-					/* The mapping changed while we were not looking. */
-					log_warn("cannot manage 0x%lx-0x%lx again: %d", (unsigned long)run,
-						 (unsigned long)a, err);
-				}
-				run = 0;
-			}
-		}
-	}
 	reg.registered = true;
+	for (size_t i = 0; i < reg.n; i++)
+		register_range(reg.v[i]);
 	return 0;
 }
 
@@ -473,6 +544,10 @@ void reg_fork_child(void)
 	reg.fences = NULL;
 	for (size_t i = 0; i < reg.n; i++) {
 		struct range *r = reg.v[i];
+
+		/* Nothing of the child's is anywhere but home: lazy until used. */
+		r->armed = false;
+		r->off_lo = r->off_hi = 0;
 
 		for (size_t p = 0; p < (size_t)((r->end - r->start) >> PAGE_SHIFT); p++)
 			r->pages[p] &= PW_UNMAPPED | PW_ADVICE;
@@ -604,4 +679,20 @@ void attr_copy_out(const struct range *r, uintptr_t start, uintptr_t end, struct
 		}
 	}
 	*ret_n = n;
+}
+
+/* A copy of the ranges' extents, for walks that must not hold reg.lock. */
+int reg_snapshot(struct span **ret, size_t *ret_n)
+{
+	struct span *v = NULL;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (reg.n && !(v = meta_alloc(reg.n * sizeof(*v))))
+		return -ENOMEM;
+	for (size_t i = 0; i < reg.n; i++)
+		v[i] = (struct span){ reg.v[i]->start, reg.v[i]->end };
+	*ret = v;
+	*ret_n = reg.n;
+	return 0;
 }

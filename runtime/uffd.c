@@ -118,7 +118,7 @@ int uffd_open(void)
 	uffd.fd = fd;
 	uffd.features = api.features;
 	/* Pages only leave the CPU's page table when the kernel can fault them back. */
-	uffd.can_move = (api.features & UFFD_FEATURE_MOVE) && uffd.kernel_faults;
+	uffd.can_move = (api.features & UFFD_FEATURE_MOVE) && uffd.kernel_faults && !uffd.forked;
 	uffd.can_poison = api.features & UFFD_FEATURE_POISON;
 	if (!uffd.kernel_faults)
 		log_warn("userfaultfd is limited to user-mode faults (vm.unprivileged_userfaultfd=0 "
@@ -134,9 +134,17 @@ void uffd_close(void)
 	uffd.fd = -1;
 }
 
+/*
+ * In a child of fork, pages move by copy. Its memory starts out shared with
+ * the parent, and on 6.18 we have seen UFFDIO_MOVE spin in the kernel for
+ * good in such a child (holding a lock that a concurrent madvise then waits
+ * on: the process hangs). Copies cost more, but children of a preloaded
+ * program mostly exec soon.
+ */
 void uffd_forget(void)
 {
 	uffd_close();
+	uffd.forked = true;
 }
 
 int uffd_register(uintptr_t start, size_t len, uint64_t mode)
@@ -167,11 +175,53 @@ static long partial(int rc, int64_t done, size_t len)
 	return done < 0 ? (long)done : -errno;
 }
 
+/* A page table entry is there: a page, or a swap entry (bits 63 and 62). */
+static bool pm_populated(uint64_t e)
+{
+	return e >> 62;
+}
+
+/*
+ * Pages the kernel moved beyond what it reported. Seen on 6.18: a move cut
+ * short by -EAGAIN (lock contention) can leave the page after the reported
+ * count already moved. Taking the report at its word would free a device
+ * slot that holds the page and treat the emptied source as a hole: data
+ * lost. A page whose destination is filled and whose source is empty moved
+ * (both are ours while the move runs: busy pages, claimed slots).
+ */
+static size_t unreported_moves(uintptr_t dst, uintptr_t src, size_t npages)
+{
+	enum { CHUNK = 64 };
+	uint64_t d[CHUNK], s[CHUNK];
+	size_t extra = 0;
+
+	while (extra < npages) {
+		size_t n = npages - extra < CHUNK ? npages - extra : CHUNK;
+
+		if (pagemap_read(dst + extra * PAGE_SIZE, n, d) ||
+		    pagemap_read(src + extra * PAGE_SIZE, n, s))
+			return extra;
+		for (size_t i = 0; i < n; i++, extra++)
+			if (!pm_populated(d[i]) || pm_populated(s[i]))
+				return extra;
+	}
+	return extra;
+}
+
 long uffd_move(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
 {
 	struct uffdio_move m = { .dst = dst, .src = src, .len = len, .mode = mode };
 	int rc = ioctl(uffd.fd, UFFDIO_MOVE, &m);
+	int err = errno;
+	size_t done = rc && m.move > 0 ? (size_t)m.move : 0;
+	size_t extra;
 
+	if (!rc)
+		return (long)len;
+	extra = unreported_moves(dst + done, src + done, (len - done) / PAGE_SIZE);
+	if (extra)
+		m.move = (int64_t)(done + extra * PAGE_SIZE);
+	errno = err;
 	return partial(rc, m.move, len);
 }
 

@@ -335,3 +335,73 @@ bool vma_have_pagemap_scan(void)
 		pagemap_categories((uintptr_t)&c & ~(PAGE_SIZE - 1), 1, &c);
 	return atomic_load(&pagemap_scan) == 1;
 }
+
+/* Without PAGEMAP_SCAN: present pages from /proc/self/pagemap, zero pages included. */
+static int resident_runs_slow(uintptr_t start, uintptr_t end,
+			      int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+{
+	uint64_t pm[512];
+
+	for (uintptr_t at = start; at < end;) {
+		size_t n = MIN((end - at) / PAGE_SIZE, ARRAY_SIZE(pm));
+		uintptr_t run = 0;
+		int err = pagemap_read(at, n, pm);
+
+		if (err)
+			return err;
+		for (size_t i = 0; i <= n; i++) {
+			bool present = i < n && (pm[i] & PM_PRESENT);
+
+			if (present && !run)
+				run = at + i * PAGE_SIZE;
+			if (!present && run) {
+				err = fn(run, at + i * PAGE_SIZE, arg);
+				if (err)
+					return err;
+				run = 0;
+			}
+		}
+		at += n * PAGE_SIZE;
+	}
+	return 0;
+}
+
+int pagemap_resident_runs(uintptr_t start, uintptr_t end,
+			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+{
+	int fd = proc_fd(&pagemap_fd, "/proc/self/pagemap");
+	struct page_region regions[64];
+	uintptr_t at = start;
+
+	if (fd < 0)
+		return fd;
+	if (!vma_have_pagemap_scan())
+		return resident_runs_slow(start, end, fn, arg);
+	while (at < end) {
+		/* Present and not the shared zero page. */
+		struct pm_scan_arg scan = {
+			.size = sizeof(scan),
+			.start = at,
+			.end = end,
+			.vec = (uintptr_t)regions,
+			.vec_len = ARRAY_SIZE(regions),
+			.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
+			.category_inverted = PAGE_IS_PFNZERO,
+			.return_mask = PAGE_IS_PRESENT,
+		};
+		long n = ioctl(fd, PAGEMAP_SCAN, &scan);
+
+		if (n < 0)
+			return -errno;
+		for (long i = 0; i < n; i++) {
+			int err = fn(regions[i].start, regions[i].end, arg);
+
+			if (err)
+				return err;
+		}
+		if (scan.walk_end <= at)
+			break;
+		at = scan.walk_end;
+	}
+	return 0;
+}
