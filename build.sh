@@ -3,12 +3,15 @@
 # Set up a Debian 12 machine (as root), build uhmm, and run the demo or the tests.
 #   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
 #   ./build.sh test   install what is missing, build, run every test suite (unit,
-#                     slow, bench), then the unit suite again under ASan+UBSan
+#                     slow, preload, bench), then the unit suite again under
+#                     ASan+UBSan
 set -eu
 cd "$(dirname "$0")"
 
-# What the build and the tests use, from Debian's archive.
-packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev"
+# What the build and the tests use, from Debian's archive (python3, sqlite3
+# and xz-utils: real programs the preload suite runs under uhmm-run).
+packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev
+	python3 sqlite3 xz-utils"
 
 install_missing() {
 	missing=""
@@ -40,7 +43,7 @@ demo)
 test)
 	install_missing
 	build build
-	meson test -C build --suite unit --suite slow --suite bench --print-errorlogs
+	meson test -C build --suite unit --suite slow --suite preload --suite bench --print-errorlogs
 	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	meson test -C build-asan --suite unit --print-errorlogs
 	;;

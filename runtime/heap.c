@@ -26,6 +26,7 @@
  * is MADV_DONTNEED, which for managed memory raises a userfaultfd REMOVE
  * event that drops any device copy.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <jemalloc/jemalloc.h>
 #include <sched.h>
@@ -116,7 +117,10 @@ static bool in_pool(struct pool *pl, uintptr_t p)
 	return false;
 }
 
-bool heap_app_owns(const void *p)
+/* The first app reservation (64 GiB) holds nearly every pointer: free() checks it first. */
+uintptr_t heap_app_first_start, heap_app_first_len;
+
+bool heap_app_owns_slow(const void *p)
 {
 	return in_pool(&app_pool, (uintptr_t)p);
 }
@@ -156,6 +160,10 @@ static struct region *new_region(struct pool *pl, size_t need)
 	r->bump = r->start;
 	r->synced = r->start;
 	atomic_store_explicit(&r->committed, r->start, memory_order_relaxed);
+	if (pl == &app_pool && n == 0) {
+		heap_app_first_start = r->start;
+		heap_app_first_len = r->end - r->start;
+	}
 	atomic_store_explicit(&pl->nregions, n + 1, memory_order_release);
 	return r;
 }
@@ -244,8 +252,13 @@ static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool commit
 static bool hook_purge(extent_hooks_t *h, void *addr, size_t size, size_t offset, size_t length,
 		       unsigned arena)
 {
+	int saved = errno; /* free() must leave errno alone, and may purge */
+	bool failed;
+
 	(void)h, (void)size, (void)arena;
-	return sys_madvise((char *)addr + offset, length, MADV_DONTNEED) != 0;
+	failed = sys_madvise((char *)addr + offset, length, MADV_DONTNEED) != 0;
+	errno = saved;
+	return failed;
 }
 
 static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t size_a, size_t size_b,
@@ -293,6 +306,27 @@ static unsigned cpu_count(void)
 	return (unsigned)CPU_COUNT(&set);
 }
 
+void *(*heap_je_malloc)(size_t size);
+void (*heap_je_free)(void *p);
+
+/* Our malloc and free shadow jemalloc's (it exports unprefixed names). */
+static void find_jemalloc_entry_points(void)
+{
+	Dl_info info;
+	void *lib;
+
+	if (!dladdr((void *)mallocx, &info) || !info.dli_fname)
+		return;
+	lib = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+	if (!lib)
+		return;
+	heap_je_malloc = (void *(*)(size_t))dlsym(lib, "malloc");
+	heap_je_free = (void (*)(void *))dlsym(lib, "free");
+	if (!heap_je_malloc || !heap_je_free || heap_je_malloc == malloc)
+		heap_je_malloc = NULL, heap_je_free = NULL;
+	dlclose(lib); /* NOLOAD: only a reference to drop; we stay linked to it */
+}
+
 int heap_init(void)
 {
 	int err;
@@ -304,6 +338,8 @@ int heap_init(void)
 	heap.napp = MIN(MAX(cpu_count(), 1u), MAX_APP_ARENAS);
 	for (unsigned i = 0; !err && i < heap.napp; i++)
 		err = create_arena(&app_pool, &heap.app_arenas[i]);
+	if (!err)
+		find_jemalloc_entry_points();
 	rt_self.in_alloc--;
 	if (err)
 		return err;

@@ -137,7 +137,19 @@ uint64_t meta_bytes(void);
 bool heap_managed(void);            /* malloc serves managed memory (decides once) */
 int heap_init(void);
 bool heap_ready(void);
-bool heap_app_owns(const void *p);
+bool heap_app_owns_slow(const void *p);
+extern uintptr_t heap_app_first_start, heap_app_first_len;
+static inline bool heap_app_owns(const void *p)
+{
+	return (uintptr_t)p - heap_app_first_start < heap_app_first_len || heap_app_owns_slow(p);
+}
+/*
+ * jemalloc's own malloc and free, for bound application threads: their fast
+ * paths (thread cache, no flags to decode) cost half of mallocx/dallocx.
+ * NULL until heap_init() found them.
+ */
+extern void *(*heap_je_malloc)(size_t size);
+extern void (*heap_je_free)(void *p);
 bool heap_meta_owns(const void *p);
 int heap_meta_flags(void);          /* mallocx flags of the unmanaged pool */
 void heap_bind_thread(void);

@@ -185,8 +185,16 @@ static inline bool fast(void)
 
 UHMM_INTERPOSE void *malloc(size_t size)
 {
-	if (fast())
-		return jemalloc_alloc(size, 0);
+	if (fast()) {
+		void *p;
+
+		if (unlikely(!heap_je_malloc))
+			return jemalloc_alloc(size, 0);
+		rt_self.in_alloc++;
+		p = heap_je_malloc(size);
+		rt_self.in_alloc--;
+		return p; /* jemalloc sets errno */
+	}
 	return alloc_slow(size, 0, false);
 }
 
@@ -263,24 +271,37 @@ static bool ours(const void *p)
 	return heap_app_owns(p) || heap_meta_owns(p);
 }
 
-UHMM_INTERPOSE void free(void *p)
+/* Everything but a bound thread freeing program memory. */
+static __attribute__((noinline)) void free_slow(void *p)
 {
-	int saved;
+	int saved = errno;
 
-	if (!p)
-		return;
-	saved = errno;
-	if (likely(ours(p))) {
+	if (ours(p)) {
 		/* Runtime threads keep no cache of the program's memory. */
 		int flags = (rt_self_internal() || heap_meta_owns(p)) ? MALLOCX_TCACHE_NONE : 0;
 
 		rt_self.in_alloc++;
 		dallocx(p, flags);
 		rt_self.in_alloc--;
-	} else if (!boot_owns(p)) {
+	} else if (p && !boot_owns(p)) {
 		__libc_free(p);
 	}
 	errno = saved;
+}
+
+/*
+ * Kept small: the common case is one jemalloc call. jemalloc's free leaves
+ * errno alone (its purges go through our hooks, which keep it).
+ */
+UHMM_INTERPOSE void free(void *p)
+{
+	if (likely(fast() && heap_je_free && heap_app_owns(p))) {
+		rt_self.in_alloc++;
+		heap_je_free(p);
+		rt_self.in_alloc--;
+		return;
+	}
+	free_slow(p);
 }
 
 static size_t (*glibc_usable_size)(void *);

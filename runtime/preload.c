@@ -11,6 +11,8 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -57,4 +59,21 @@ void preload_fork_child(void)
 __attribute__((destructor)) static void preload_fini(void)
 {
 	stats_summary();
+}
+
+/*
+ * Programs that end with _exit (dash does, and most children of fork) run
+ * no destructors: the summary is printed on the way out here instead.
+ */
+UHMM_INTERPOSE void _exit(int status)
+{
+	if (pl.active)
+		stats_summary();
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+UHMM_INTERPOSE void _Exit(int status)
+{
+	_exit(status);
 }

@@ -281,8 +281,12 @@ void stats_summary(void)
 	size_t n;
 	int fd = region.summary_fd >= 0 ? region.summary_fd : STDERR_FILENO;
 
+	static _Atomic pid_t printed_by;
+
 	if (!opt.stats_summary || (opt.stats_pid && opt.stats_pid != getpid()))
 		return;
+	if (atomic_exchange(&printed_by, getpid()) == getpid())
+		return; /* once per process: _exit and the destructor both ask */
 	reg_lock();
 	heap_sync_registry();
 	reg_unlock();

@@ -22,13 +22,15 @@
 
 #include <uhmm.h>
 
+#include "bench.h"
+
 #define PAGE 4096ul
 
 static bool kv;
 static size_t size = 256ul << 20;
 static unsigned samples = 2000;
 
-static double now(void)
+double now(void)
 {
 	struct timespec ts;
 
@@ -36,7 +38,7 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void report(const char *name, double value, const char *unit, double baseline,
+void report(const char *name, double value, const char *unit, double baseline,
 		   const char *what)
 {
 	if (kv)
@@ -261,10 +263,18 @@ static void usage(FILE *f)
 		"  *_copy                  the same on sim:copy (every transfer a DMA copy)\n"
 		"  metadata_per_page       runtime metadata per managed page (bytes), vs. the\n"
 		"                          kernel's struct page (64 bytes)\n"
+		"Transparent mode (python3 building dicts, a JSON round trip, a sort):\n"
+		"  preload_overhead        wall time under uhmm-run --device sim, vs. native\n"
+		"  preload_rss_overhead    peak RSS under uhmm-run, vs. native\n"
+		"  spill_slowdown          wall time with the host limit at half the native peak\n"
+		"                          RSS, vs. no limit\n"
+		"  malloc_free_ns          small malloc+free pair under uhmm-run, vs. glibc\n"
 		"\n"
 		"  --kv         one line per metric: name= value= unit= baseline= ratio=\n"
 		"  --size SIZE  working set (default 256M)\n"
-		"  --samples N  latency samples (default 2000)\n");
+		"  --samples N  latency samples (default 2000)\n"
+		"  --quick      fewer runs of the transparent-mode programs\n"
+		"  --no-preload leave the transparent-mode figures out\n");
 }
 
 static size_t parse_size(const char *s)
@@ -286,20 +296,27 @@ int main(int argc, char **argv)
 		{ "kv", no_argument, NULL, 'k' },
 		{ "size", required_argument, NULL, 's' },
 		{ "samples", required_argument, NULL, 'n' },
+		{ "quick", no_argument, NULL, 'q' },
+		{ "no-preload", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct hmm_stats st = { .size = sizeof(st) };
 	struct hmm_device *dev, *copy_dev, *fresh;
 	double mc, raw, ours;
+	bool quick = false, preload = true;
+	char dir[4096];
+	ssize_t n;
 	char *p, *buf;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "ks:n:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ks:n:qPh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': kv = true; break;
 		case 's': size = parse_size(optarg); break;
 		case 'n': samples = (unsigned)atoi(optarg); break;
+		case 'q': quick = true; break;
+		case 'P': preload = false; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -307,6 +324,13 @@ int main(int argc, char **argv)
 	if (size < (1 << 20) || samples < 10) {
 		usage(stderr);
 		return 2;
+	}
+	/* Programs under uhmm-run first, while this process manages nothing. */
+	n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+	if (preload && n > 0) {
+		dir[n] = 0;
+		*strrchr(dir, '/') = 0;
+		bench_preload(dir, quick);
 	}
 	if ((c = hmm_init())) {
 		fprintf(stderr, "uhmm-bench: hmm_init: %s\n", strerror(-c));

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: MIT */
+/* What uhmm-bench's parts share. */
+#ifndef UHMM_TOOLS_BENCH_H
+#define UHMM_TOOLS_BENCH_H
+
+double now(void);
+void report(const char *name, double value, const char *unit, double baseline, const char *what);
+
+/*
+ * The transparent-mode figures: real programs run natively and under
+ * uhmm-run, found in dir (uhmm-bench's own directory). quick: fewer runs.
+ */
+void bench_preload(const char *dir, bool quick);
+
+#endif
