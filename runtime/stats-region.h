@@ -8,6 +8,7 @@
 #ifndef UHMM_STATS_REGION_H
 #define UHMM_STATS_REGION_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <uhmm.h>
@@ -29,5 +30,11 @@ struct uhmm_stats_region {
 	struct hmm_stats s;
 	char device_names[HMM_STATS_MAX_DEVICES][64];
 };
+
+/* stats-format.c: the summary's and uhmm-stat's shared text. */
+size_t stats_put(char *buf, size_t len, size_t at, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+const char *stats_human_bytes(uint64_t bytes, char *buf, size_t len);
+size_t stats_format_kv(const struct uhmm_stats_region *r, char *buf, size_t len);
 
 #endif /* UHMM_STATS_REGION_H */

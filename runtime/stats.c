@@ -136,10 +136,26 @@ int stats_region_open(void)
 	return 0;
 }
 
+/* reg.lock held: everything the region holds but its header and time. */
+static void snapshot(struct uhmm_stats_region *m, uint64_t present)
+{
+	collect(&m->s);
+	m->pid = (int32_t)getpid();
+	m->host_limit = opt.host_limit;
+	m->chaos_ms = opt.chaos_ms;
+	m->host_present_bytes = present;
+	m->ndevices = 0;
+	for (int i = 0; i < MAX_DEVICES; i++) {
+		if (!dev_table[i])
+			continue;
+		memcpy(m->device_names[i], dev_table[i]->dev->name, sizeof(m->device_names[i]));
+		m->ndevices = (uint32_t)i + 1;
+	}
+}
+
 void stats_publish(void)
 {
 	struct uhmm_stats_region *m = region.map;
-	struct hmm_stats s;
 	uint64_t now = now_ns();
 
 	if (!m)
@@ -151,20 +167,9 @@ void stats_publish(void)
 		region.present_ns = now;
 	}
 	reg_lock();
-	collect(&s);
 	__atomic_add_fetch(&m->seq, 1, __ATOMIC_RELEASE);
-	m->s = s;
+	snapshot(m, region.present_bytes);
 	m->updated_ns = now;
-	m->host_limit = opt.host_limit;
-	m->chaos_ms = opt.chaos_ms;
-	m->host_present_bytes = region.present_bytes;
-	m->ndevices = 0;
-	for (int i = 0; i < MAX_DEVICES; i++) {
-		if (!dev_table[i])
-			continue;
-		memcpy(m->device_names[i], dev_table[i]->dev->name, sizeof(m->device_names[i]));
-		m->ndevices = (uint32_t)i + 1;
-	}
 	__atomic_add_fetch(&m->seq, 1, __ATOMIC_RELEASE);
 	reg_unlock();
 }
@@ -188,85 +193,27 @@ void stats_fork_child(void)
 
 /* ---- the summary at exit -------------------------------------------------- */
 
-static const char *human(uint64_t bytes, char *buf, size_t len)
-{
-	static const char units[] = "KMGT";
-	double v = (double)bytes;
-	int u = -1;
-
-	while (v >= 1024 && u < 3) {
-		v /= 1024;
-		u++;
-	}
-	if (u < 0)
-		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-	else
-		snprintf(buf, len, "%.1f %ciB", v, units[u]);
-	return buf;
-}
-
-/* Appends to buf; never allocates (stdio streams may be gone at exit). */
-static size_t put(char *buf, size_t len, size_t at, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static size_t put(char *buf, size_t len, size_t at, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (at >= len)
-		return at;
-	va_start(ap, fmt);
-	n = vsnprintf(buf + at, len - at, fmt, ap);
-	va_end(ap);
-	return n < 0 ? at : MIN(len - 1, at + (size_t)n);
-}
-
-static size_t format_kv(const struct hmm_stats *s, uint64_t present, char *buf, size_t len)
-{
-	size_t at = 0;
-
-	at = put(buf, len, at, "pid=%d\n", (int)getpid());
-	at = put(buf, len, at, "cpu_faults=%llu\nzero_fills=%llu\nparked_faults=%llu\n",
-		 (unsigned long long)s->cpu_faults, (unsigned long long)s->zero_fills,
-		 (unsigned long long)s->parked_faults);
-	at = put(buf, len, at, "fault_ns=%llu\ndevice_faults=%llu\n",
-		 (unsigned long long)s->fault_ns, (unsigned long long)s->device_faults);
-	at = put(buf, len, at, "pages_to_device=%llu\npages_to_host=%llu\n",
-		 (unsigned long long)s->pages_to_device, (unsigned long long)s->pages_to_host);
-	at = put(buf, len, at, "evictions=%llu\nthrash_events=%llu\nmigrations_failed=%llu\n",
-		 (unsigned long long)s->evictions, (unsigned long long)s->thrash_events,
-		 (unsigned long long)s->migrations_failed);
-	at = put(buf, len, at, "managed_bytes=%llu\nhost_present_bytes=%llu\n",
-		 (unsigned long long)s->managed_bytes, (unsigned long long)present);
-	for (int i = 0; i < MAX_DEVICES; i++)
-		if (dev_table[i])
-			at = put(buf, len, at, "device%d=%s\ndevice%d_resident_bytes=%llu\n", i,
-				 dev_table[i]->dev->name, i,
-				 (unsigned long long)s->device_resident_bytes[i]);
-	return at;
-}
-
 static size_t format_text(const struct hmm_stats *s, uint64_t present, char *buf, size_t len)
 {
 	char a[32], b[32];
 	size_t at = 0;
 
-	at = put(buf, len, at, "uhmm: pid %d: %llu CPU faults (%llu first-touch pages), %.1f ms serving them\n",
+	at = stats_put(buf, len, at, "uhmm: pid %d: %llu CPU faults (%llu first-touch pages), %.1f ms serving them\n",
 		 (int)getpid(), (unsigned long long)s->cpu_faults,
 		 (unsigned long long)s->zero_fills, (double)s->fault_ns / 1e6);
-	at = put(buf, len, at, "uhmm: pid %d: %llu pages to devices (%s), %llu to the host (%s); "
+	at = stats_put(buf, len, at, "uhmm: pid %d: %llu pages to devices (%s), %llu to the host (%s); "
 		 "%llu evicted, %llu thrashing, %llu failed\n",
-		 (int)getpid(), (unsigned long long)s->pages_to_device, human(s->bytes_to_device, a, sizeof(a)),
-		 (unsigned long long)s->pages_to_host, human(s->bytes_to_host, b, sizeof(b)),
+		 (int)getpid(), (unsigned long long)s->pages_to_device, stats_human_bytes(s->bytes_to_device, a, sizeof(a)),
+		 (unsigned long long)s->pages_to_host, stats_human_bytes(s->bytes_to_host, b, sizeof(b)),
 		 (unsigned long long)s->evictions, (unsigned long long)s->thrash_events,
 		 (unsigned long long)s->migrations_failed);
-	at = put(buf, len, at, "uhmm: pid %d: managed %s; resident: host %s", (int)getpid(),
-		 human(s->managed_bytes, a, sizeof(a)), human(present, b, sizeof(b)));
+	at = stats_put(buf, len, at, "uhmm: pid %d: managed %s; resident: host %s", (int)getpid(),
+		 stats_human_bytes(s->managed_bytes, a, sizeof(a)), stats_human_bytes(present, b, sizeof(b)));
 	for (int i = 0; i < MAX_DEVICES; i++)
 		if (dev_table[i])
-			at = put(buf, len, at, ", %s %s", dev_table[i]->dev->name,
-				 human(s->device_resident_bytes[i], a, sizeof(a)));
-	return put(buf, len, at, "\n");
+			at = stats_put(buf, len, at, ", %s %s", dev_table[i]->dev->name,
+				 stats_human_bytes(s->device_resident_bytes[i], a, sizeof(a)));
+	return stats_put(buf, len, at, "\n");
 }
 
 /*
@@ -275,7 +222,7 @@ static size_t format_text(const struct hmm_stats *s, uint64_t present, char *buf
  */
 void stats_summary(void)
 {
-	struct hmm_stats s;
+	struct uhmm_stats_region r = { .magic = 0 };
 	uint64_t present;
 	char buf[2048];
 	size_t n;
@@ -292,17 +239,17 @@ void stats_summary(void)
 	reg_unlock();
 	present = measure_present();
 	reg_lock();
-	collect(&s);
+	snapshot(&r, present);
 	reg_unlock();
 	if (*opt.stats_file) {
-		n = format_kv(&s, present, buf, sizeof(buf));
+		n = stats_format_kv(&r, buf, sizeof(buf));
 		fd = open(opt.stats_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			log_warn("cannot write the summary to %s: %s", opt.stats_file, strerror(errno));
 			return;
 		}
 	} else {
-		n = format_text(&s, present, buf, sizeof(buf));
+		n = format_text(&r.s, present, buf, sizeof(buf));
 	}
 	if (write(fd, buf, n) < 0)
 		n = 0;

@@ -79,23 +79,6 @@ static bool snapshot(const volatile struct uhmm_stats_region *m, struct uhmm_sta
 	return false;
 }
 
-static const char *human(uint64_t bytes, char *buf, size_t len)
-{
-	static const char units[] = "KMGT";
-	double v = (double)bytes;
-	int u = -1;
-
-	while (v >= 1024 && u < 3) {
-		v /= 1024;
-		u++;
-	}
-	if (u < 0)
-		snprintf(buf, len, "%llu B", (unsigned long long)bytes);
-	else
-		snprintf(buf, len, "%.1f %ciB", v, units[u]);
-	return buf;
-}
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -112,7 +95,7 @@ static void print_text(const struct uhmm_stats_region *r)
 	printf("pid %d, updated %llu ms ago", r->pid,
 	       (unsigned long long)(now_ms() - r->updated_ns / 1000000));
 	if (r->host_limit)
-		printf(", host limit %s", human(r->host_limit, a, sizeof(a)));
+		printf(", host limit %s", stats_human_bytes(r->host_limit, a, sizeof(a)));
 	if (r->chaos_ms)
 		printf(", chaos every %llu ms", (unsigned long long)r->chaos_ms);
 	printf("\n  faults     CPU %llu (first touch %llu pages, waited %llu), device %llu, serving %.1f ms\n",
@@ -120,40 +103,25 @@ static void print_text(const struct uhmm_stats_region *r)
 	       (unsigned long long)s->parked_faults, (unsigned long long)s->device_faults,
 	       (double)s->fault_ns / 1e6);
 	printf("  migrated   to devices %llu pages (%s), to host %llu pages (%s), failed %llu\n",
-	       (unsigned long long)s->pages_to_device, human(s->bytes_to_device, a, sizeof(a)),
-	       (unsigned long long)s->pages_to_host, human(s->bytes_to_host, b, sizeof(b)),
+	       (unsigned long long)s->pages_to_device, stats_human_bytes(s->bytes_to_device, a, sizeof(a)),
+	       (unsigned long long)s->pages_to_host, stats_human_bytes(s->bytes_to_host, b, sizeof(b)),
 	       (unsigned long long)s->migrations_failed);
 	printf("  pressure   evicted %llu pages, thrashing %llu\n",
 	       (unsigned long long)s->evictions, (unsigned long long)s->thrash_events);
-	printf("  resident   managed %s, host %s", human(s->managed_bytes, a, sizeof(a)),
-	       human(r->host_present_bytes, b, sizeof(b)));
+	printf("  resident   managed %s, host %s", stats_human_bytes(s->managed_bytes, a, sizeof(a)),
+	       stats_human_bytes(r->host_present_bytes, b, sizeof(b)));
 	for (uint32_t i = 0; i < r->ndevices && i < HMM_STATS_MAX_DEVICES; i++)
 		if (r->device_names[i][0])
 			printf(", %.*s %s", (int)sizeof(r->device_names[i]), r->device_names[i],
-			       human(s->device_resident_bytes[i], c, sizeof(c)));
-	printf("\n  metadata   %s\n", human(s->metadata_bytes, a, sizeof(a)));
+			       stats_human_bytes(s->device_resident_bytes[i], c, sizeof(c)));
+	printf("\n  metadata   %s\n", stats_human_bytes(s->metadata_bytes, a, sizeof(a)));
 }
 
 static void print_kv(const struct uhmm_stats_region *r)
 {
-	const struct hmm_stats *s = &r->s;
+	char buf[4096];
 
-	printf("pid=%d\ncpu_faults=%llu\nzero_fills=%llu\nparked_faults=%llu\nfault_ns=%llu\n"
-	       "device_faults=%llu\npages_to_device=%llu\npages_to_host=%llu\nevictions=%llu\n"
-	       "thrash_events=%llu\nmigrations_failed=%llu\nmanaged_bytes=%llu\n"
-	       "host_present_bytes=%llu\nhost_limit=%llu\nmetadata_bytes=%llu\n",
-	       r->pid, (unsigned long long)s->cpu_faults, (unsigned long long)s->zero_fills,
-	       (unsigned long long)s->parked_faults, (unsigned long long)s->fault_ns,
-	       (unsigned long long)s->device_faults, (unsigned long long)s->pages_to_device,
-	       (unsigned long long)s->pages_to_host, (unsigned long long)s->evictions,
-	       (unsigned long long)s->thrash_events, (unsigned long long)s->migrations_failed,
-	       (unsigned long long)s->managed_bytes, (unsigned long long)r->host_present_bytes,
-	       (unsigned long long)r->host_limit, (unsigned long long)s->metadata_bytes);
-	for (uint32_t i = 0; i < r->ndevices && i < HMM_STATS_MAX_DEVICES; i++)
-		if (r->device_names[i][0])
-			printf("device%u=%.*s\ndevice%u_resident_bytes=%llu\n", i,
-			       (int)sizeof(r->device_names[i]), r->device_names[i], i,
-			       (unsigned long long)s->device_resident_bytes[i]);
+	fwrite(buf, 1, stats_format_kv(r, buf, sizeof(buf)), stdout);
 }
 
 int main(int argc, char **argv)
