@@ -175,8 +175,6 @@ static void async_done(struct dma_job *job)
 	r = reg_lookup(run->addr);
 	if (r && done)
 		run_to_host(af->c, r, run->addr, done, false, true);
-	if (done)
-		uffd_wake(run->addr, done * PAGE_SIZE);
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = &r->pages[range_index(r, rest)];
@@ -190,11 +188,19 @@ static void async_done(struct dma_job *job)
 			fail_access(af->c, rest, w, af->tid, run->d.status);
 		run_unbusy(r, rest, run->d.npages - done);
 	}
+	/*
+	 * The faulting thread is ours to wake, whatever happened: it was not
+	 * parked. Unmapped in flight, it wakes to find the mapping gone.
+	 */
+	uffd_wake(run->addr, (size_t)run->d.npages * PAGE_SIZE);
 	reg_unlock();
 	meta_free(af, sizeof(*af));
 }
 
-/* Device memory only the device can read: a DMA job, and the fault parks. */
+/*
+ * Device memory only the device can read: a DMA job, whose completion wakes
+ * the faulting thread (so the fault is not parked).
+ */
 static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
 					uintptr_t addr, size_t n, pid_t tid)
 {
@@ -217,7 +223,7 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 		w[i] |= PW_BUSY;
 	c->last_fault_end = addr + n * PAGE_SIZE;
 	dmaq_submit(&c->q, &af->job);
-	return FAULT_PARK;
+	return FAULT_DONE;
 }
 
 enum fault_result mig_fault_in(struct range *r, uintptr_t addr, bool write, pid_t tid,

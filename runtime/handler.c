@@ -8,7 +8,12 @@
  *
  * It never waits for another thread. A fault on a page that a migration owns
  * is parked: the faulting thread stays asleep in the kernel, and when the
- * migration clears the page it kicks us and the fault is served again.
+ * migration clears the page it kicks us and we wake the thread, which faults
+ * again. A parked fault is never served again from what it said when it was
+ * parked: by the time its page is free, the thread may already be running
+ * (the job that owned the page woke it), and the page may have moved on.
+ * The kernel's migration entries work the same way: wait, then retry the
+ * fault from the start.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,11 +31,11 @@
 #define MAX_ZAPS 64
 #define BACKLOG 1024
 
+/* A faulting thread asleep until its page is free: we wake it, it faults again. */
 struct parked {
 	uintptr_t addr;
-	uint64_t flags;
 	pid_t tid;
-	bool retry;        /* EAGAIN rather than a busy page */
+	bool retry;        /* EAGAIN (an event was pending), not a busy page */
 };
 
 static struct {
@@ -196,7 +201,7 @@ static void serve_unknown(uintptr_t addr, uint64_t flags)
 		uffd_wake(addr, PAGE_SIZE);
 }
 
-static void park(uintptr_t addr, uint64_t flags, pid_t tid, bool retry)
+static void park(uintptr_t addr, pid_t tid, bool retry)
 {
 	for (unsigned i = 0; i < h.nparked; i++) {
 		if (h.parked[i].addr == addr && h.parked[i].tid == tid) {
@@ -210,7 +215,7 @@ static void park(uintptr_t addr, uint64_t flags, pid_t tid, bool retry)
 		uffd_wake(addr, PAGE_SIZE);
 		return;
 	}
-	h.parked[h.nparked++] = (struct parked){ addr, flags, tid, retry };
+	h.parked[h.nparked++] = (struct parked){ addr, tid, retry };
 	STAT_ADD(parked_faults, 1);
 }
 
@@ -244,25 +249,44 @@ static void on_fault(const struct uffd_msg *m)
 	STAT_ADD(cpu_faults, 1);
 	res = serve(addr, m->arg.pagefault.flags, (pid_t)m->arg.pagefault.feat.ptid);
 	if (res != FAULT_DONE)
-		park(addr, m->arg.pagefault.flags, (pid_t)m->arg.pagefault.feat.ptid,
-		     res == FAULT_RETRY);
+		park(addr, (pid_t)m->arg.pagefault.feat.ptid, res == FAULT_RETRY);
 	STAT_ADD(fault_ns, now_ns() - t0);
 }
 
-/* Serve parked faults whose page is no longer busy. */
+/*
+ * reg.lock held: a page a migration still owns keeps its sleepers; it is
+ * marked again, since the owner that kicked us may have cleared the mark
+ * and another owner may have taken the page since.
+ */
+static bool still_busy(uintptr_t addr)
+{
+	uint64_t *w = reg_word(addr, NULL);
+
+	if (!w || !(*w & PW_BUSY))
+		return false;
+	*w |= PW_PARKED;
+	return true;
+}
+
+/*
+ * Wake the threads whose page is no longer busy, and those that waited for
+ * an event we have read since: each faults again, and its new fault is
+ * served from the page's state as it is now.
+ */
 static void unpark(void)
 {
+	reg_lock();
 	for (unsigned i = 0; i < h.nparked;) {
 		struct parked *p = &h.parked[i];
-		enum fault_result res = serve(p->addr, p->flags, p->tid);
 
-		if (res == FAULT_DONE) {
-			*p = h.parked[--h.nparked];
+		if (!p->retry && still_busy(p->addr)) {
+			i++;
 			continue;
 		}
-		p->retry = res == FAULT_RETRY; /* still busy: stays parked */
-		i++;
+		uffd_wake(p->addr, PAGE_SIZE);
+		*p = h.parked[--h.nparked];
 	}
+	reg_unlock();
 }
 
 static bool have_retries(void)

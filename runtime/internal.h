@@ -611,9 +611,9 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 int mig_home(uintptr_t start, uintptr_t end, struct hmm_device_core *c, struct mig_result *res);
 int mig_home_everything(struct hmm_device_core *c);
 enum fault_result {
-	FAULT_DONE,     /* served (the faulting thread is awake) */
-	FAULT_PARK,     /* the page is busy: serve again when its owner kicks */
-	FAULT_RETRY,    /* an event is pending (EAGAIN): serve again after reading it */
+	FAULT_DONE,     /* served: the thread is awake, or the job serving it wakes it */
+	FAULT_PARK,     /* the page is busy: wake the thread to fault again when its owner kicks */
+	FAULT_RETRY,    /* an event is pending (EAGAIN): wake it to fault again after reading it */
 };
 
 /* Fault thread, reg.lock held: serve a MISSING fault on a managed page. */
