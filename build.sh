@@ -4,7 +4,7 @@
 #   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
 #   ./build.sh test   install what is missing, build, run every test suite (unit,
 #                     slow, preload, bench), then the unit suite again under
-#                     ASan+UBSan
+#                     ASan+UBSan with the runtime's debug checks on
 set -eu
 cd "$(dirname "$0")"
 
@@ -44,7 +44,8 @@ test)
 	install_missing
 	build build
 	meson test -C build --suite unit --suite slow --suite preload --suite bench --print-errorlogs
-	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
+		-Ddebug_checks=true
 	meson test -C build-asan --suite unit --print-errorlogs
 	;;
 *)

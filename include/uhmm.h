@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,7 +26,7 @@ extern "C" {
 #pragma GCC visibility push(default)
 
 #define UHMM_VERSION_MAJOR 0
-#define UHMM_VERSION_MINOR 1
+#define UHMM_VERSION_MINOR 2
 #define UHMM_VERSION_PATCH 0
 
 /* ---- lifetime ----------------------------------------------------------- */
@@ -51,6 +52,19 @@ void hmm_fini(void);
 
 struct hmm_device;
 
+/* What a device's memory is to the CPU: how pages placed there behave. */
+enum hmm_memory_model {
+	/* Device-private (HMM's DEVICE_PRIVATE): a CPU access brings the page
+	 * home; the runtime reaches the memory directly (it is mapped). */
+	HMM_MEMORY_PRIVATE = 0,
+	/* Device-private, reachable only through the device's DMA queue (a
+	 * discrete card): every transfer is a copy the device makes. */
+	HMM_MEMORY_DMA_ONLY = 1,
+	/* Device-coherent (DEVICE_COHERENT, CDM): the CPU accesses placed pages
+	 * in place, without faults; hmm_migrate(..., NULL) brings them home. */
+	HMM_MEMORY_COHERENT = 2,
+};
+
 struct hmm_device_info {
 	size_t size;          /* sizeof(struct hmm_device_info) of the caller */
 	char name[64];        /* e.g. "sim0" */
@@ -59,6 +73,7 @@ struct hmm_device_info {
 	uint64_t mem_total;   /* bytes of device memory */
 	uint64_t mem_used;    /* bytes of device memory holding process pages */
 	bool coherent;        /* the CPU accesses this device's memory in place */
+	int memory_model;     /* enum hmm_memory_model */
 };
 
 /**
@@ -210,6 +225,138 @@ struct hmm_stats {
 };
 
 int hmm_stats_get(struct hmm_stats *ret);
+
+/*
+ * The live stats region of a process: a memfd named HMM_STATS_REGION_NAME
+ * that the runtime maps shared and refreshes about ten times a second, and
+ * that hmm_stats_read() (uhmm-stat) finds through /proc/PID/fd, which only
+ * the same user (or root) may open. A writer makes seq odd before and even
+ * after an update; a reader copies, and copies again if seq moved.
+ */
+#define HMM_STATS_REGION_NAME "uhmm-stats"
+#define HMM_STATS_REGION_MAGIC 0x53484d55u    /* "UMHS" */
+#define HMM_STATS_REGION_VERSION 1
+
+struct hmm_stats_region {
+	uint32_t magic;                 /* HMM_STATS_REGION_MAGIC */
+	uint32_t version;               /* HMM_STATS_REGION_VERSION */
+	int32_t pid;
+	uint32_t ndevices;              /* device_names[0, ndevices) may be set */
+	uint64_t seq;
+	uint64_t updated_ns;            /* CLOCK_MONOTONIC */
+	uint64_t host_limit;            /* bytes; 0: none */
+	uint64_t chaos_ms;
+	uint64_t host_present_bytes;    /* managed pages with host memory of their own */
+	struct hmm_stats s;
+	char device_names[HMM_STATS_MAX_DEVICES][64];   /* by device index; "" if closed */
+};
+
+/**
+ * hmm_stats_read() - a consistent copy of the live stats of process pid.
+ *
+ * Needs no runtime in the caller. Returns 0, -ENOENT when the process runs
+ * without uhmm (no region), -ESRCH when there is no such process, -EACCES
+ * when it is another user's, -EPROTO for a region of another version,
+ * -EAGAIN when the counters kept changing under the reader.
+ */
+int hmm_stats_read(pid_t pid, struct hmm_stats_region *ret_region);
+
+enum hmm_stats_format {
+	HMM_STATS_FORMAT_KV = 0,        /* key=value lines (uhmm-run --stats=FILE) */
+	HMM_STATS_FORMAT_TEXT = 1,      /* a few lines for people (uhmm-stat) */
+};
+
+/**
+ * hmm_stats_format() - a stats region as text, NUL-terminated in buf.
+ *
+ * Returns the length written (at most len - 1; longer text is cut), or
+ * -EINVAL for an unknown format or a NULL argument.
+ */
+int hmm_stats_format(const struct hmm_stats_region *region, int format, char *buf, size_t len);
+
+/* ---- introspection: what uhmm-info shows ---------------------------------- */
+
+/*
+ * Indexed lists (options, backends, kernel features): index 0, 1, ... until
+ * -ENOENT. Strings are static: valid for the life of the library.
+ */
+
+struct hmm_option_info {
+	size_t size;               /* sizeof(struct hmm_option_info) of the caller */
+	const char *name;          /* "UHMM_HOST_LIMIT" */
+	const char *type;          /* "size", "number", "boolean", "choice" or "string" */
+	const char *default_value; /* "" when unset by default */
+	const char *value;         /* in this process's environment now; NULL if unset */
+	const char *help;          /* one line */
+};
+
+/** hmm_option_info() - one UHMM_* environment variable the runtime reads. */
+int hmm_option_info(int index, struct hmm_option_info *ret_info);
+
+/**
+ * hmm_option_check() - would the runtime accept value for variable name?
+ *
+ * The same parser the runtime uses at start. Returns 0, -EINVAL for a value
+ * it would reject (and warn about), -ENOENT for a name it does not read.
+ */
+int hmm_option_check(const char *name, const char *value);
+
+enum hmm_param_type {
+	HMM_PARAM_FLAG,    /* bare word: "coherent" */
+	HMM_PARAM_SIZE,    /* number with optional K/M/G suffix */
+	HMM_PARAM_UINT,
+	HMM_PARAM_STRING,
+};
+
+/* One option a backend accepts in its spec; tables end with key == NULL. */
+struct hmm_device_param {
+	const char *key;
+	enum hmm_param_type type;
+	const char *help;
+};
+
+/*
+ * A configuration a backend is tested in: the HMM behaviour suite opens
+ * spec and expects the memory model. Tables end with spec == NULL.
+ */
+struct hmm_device_variant {
+	const char *spec;          /* "sim:copy" */
+	int memory_model;          /* enum hmm_memory_model */
+};
+
+struct hmm_backend_info {
+	size_t size;               /* sizeof(struct hmm_backend_info) of the caller */
+	const char *kind;          /* spec prefix: "sim" */
+	const char *description;   /* one line */
+	int present;               /* 0, or -errno from its probe (-ENODEV: absent here) */
+	const struct hmm_device_param *params;       /* its options besides mem= */
+	const struct hmm_device_variant *variants;   /* what it is tested in */
+};
+
+/** hmm_backend_info() - one device backend built into this library. */
+int hmm_backend_info(int index, struct hmm_backend_info *ret_info);
+
+struct hmm_kernel_feature {
+	size_t size;               /* sizeof(struct hmm_kernel_feature) of the caller */
+	const char *group;         /* "userfaultfd" or "page tables" */
+	const char *name;          /* "MOVE", "PAGEMAP_SCAN" */
+	bool present;              /* this kernel offers it */
+	const char *use;           /* what the runtime does with it, or "unused" */
+};
+
+/** hmm_kernel_feature() - one kernel feature the runtime looks for. */
+int hmm_kernel_feature(int index, struct hmm_kernel_feature *ret_feature);
+
+struct hmm_kernel_info {
+	size_t size;               /* sizeof(struct hmm_kernel_info) of the caller */
+	int uffd_error;            /* 0, or -errno: no userfaultfd (the runtime cannot start) */
+	const char *uffd_origin;   /* how this process gets one: "userfaultfd(2)", ... */
+	bool kernel_faults;        /* kernel-mode faults are served (read(2) into device pages) */
+	uint64_t uffd_features;    /* UFFD_FEATURE_* bits the kernel offers */
+};
+
+/** hmm_kernel_info() - how this process gets userfaultfd, and what it offers. */
+int hmm_kernel_info(struct hmm_kernel_info *ret_info);
 
 /* ---- test aid ----------------------------------------------------------- */
 

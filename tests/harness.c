@@ -7,12 +7,10 @@
 
 #include "harness.h"
 
-static const struct variant variants[] = {
-	{ "private", "sim", "sim", false, false },
-	{ "coherent", "sim:coherent", "sim:coherent", true, false },
-	{ "copy", "sim:copy", "sim:copy", false, true },
-};
+#define MAX_VARIANTS 32
 
+static struct variant variants[MAX_VARIANTS];
+static size_t nvariants;
 const struct variant *variant;
 struct hmm_device *dev0, *dev1;
 static const char *current_case;
@@ -21,7 +19,7 @@ void t_note(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "  # %s [%s]: ", current_case, variant ? variant->name : "-");
+	fprintf(stderr, "  # %s [%s]: ", current_case, variant ? variant->spec : "-");
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -31,13 +29,102 @@ void t_note(const char *fmt, ...)
 void t_fail(const char *file, int line, const char *what, const char *detail)
 {
 	fprintf(stderr, "  # %s [%s]: %s:%d: check failed: %s%s%s\n", current_case,
-		variant ? variant->name : "-", file, line, what, detail ? ": " : "",
+		variant ? variant->spec : "-", file, line, what, detail ? ": " : "",
 		detail ? detail : "");
 }
 
 int t_open(const char *spec, struct hmm_device **ret)
 {
 	return hmm_device_open(spec, ret);
+}
+
+static void add_variant(const char *spec, int model)
+{
+	if (nvariants == MAX_VARIANTS)
+		return;
+	variants[nvariants++] = (struct variant){
+		.spec = spec,
+		.memory_model = model,
+		.coherent = model == HMM_MEMORY_COHERENT,
+		.dma_only = model == HMM_MEMORY_DMA_ONLY,
+	};
+}
+
+/* What a spec nobody declared is: opened in a child, so this process stays clean. */
+static int probe_model(const char *spec)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (!pid) {
+		struct hmm_device_info info = { .size = sizeof(info) };
+		struct hmm_device *d;
+
+		_exit(hmm_device_open(spec, &d) || hmm_device_info(d, &info) ? 100 : info.memory_model);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) >= 100)
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/* The declared model of spec, or -1. */
+static int declared_model(const char *spec)
+{
+	struct hmm_backend_info b = { .size = sizeof(b) };
+
+	for (int i = 0; !hmm_backend_info(i, &b); i++)
+		for (const struct hmm_device_variant *v = b.variants; v && v->spec; v++)
+			if (!strcmp(v->spec, spec))
+				return v->memory_model;
+	return -1;
+}
+
+static void load_variants(void)
+{
+	const char *only = getenv("UHMM_TEST_BACKEND"), *devices = getenv("UHMM_TEST_DEVICES");
+	struct hmm_backend_info b = { .size = sizeof(b) };
+
+	if (devices && *devices) {
+		static char buf[1024];
+		char *save = NULL;
+
+		snprintf(buf, sizeof(buf), "%s", devices);
+		for (char *s = strtok_r(buf, ";", &save); s; s = strtok_r(NULL, ";", &save)) {
+			int model = declared_model(s);
+
+			if (model < 0)
+				model = probe_model(s);
+			if (model < 0)
+				fprintf(stderr, "  # UHMM_TEST_DEVICES: cannot open %s; skipped\n", s);
+			else
+				add_variant(s, model);
+		}
+		return;
+	}
+	for (int i = 0; !hmm_backend_info(i, &b); i++) {
+		if ((only && strcmp(only, b.kind)) || b.present)
+			continue;
+		for (const struct hmm_device_variant *v = b.variants; v && v->spec; v++)
+			add_variant(v->spec, v->memory_model);
+	}
+}
+
+/*
+ * The device must be what its backend says it is: a wrong model would run
+ * every test against the wrong expectations.
+ */
+static bool model_agrees(void)
+{
+	struct hmm_device_info info = { .size = sizeof(info) };
+
+	if (!dev0 || hmm_device_info(dev0, &info))
+		return true;
+	if (info.memory_model == variant->memory_model)
+		return true;
+	t_note("%s reports memory model %d, its backend declares %d", variant->spec,
+	       info.memory_model, variant->memory_model);
+	return false;
 }
 
 static int run_case(const struct test_case *tc)
@@ -49,13 +136,13 @@ static int run_case(const struct test_case *tc)
 	if (!(tc->flags & T_NO_DEVICES)) {
 		err = hmm_device_open(variant->spec, &dev0);
 		if (!err && (tc->flags & T_TWO_DEVICES))
-			err = hmm_device_open(variant->spec2, &dev1);
+			err = hmm_device_open(variant->spec, &dev1);
 		if (err) {
 			t_note("cannot open %s: %s", variant->spec, strerror(-err));
 			return T_FAIL;
 		}
 	}
-	rc = tc->fn();
+	rc = model_agrees() ? tc->fn() : T_FAIL;
 	/* Teardown: closing must work, and it brings everything home. */
 	if (dev1 && (err = hmm_device_close(dev1))) {
 		t_note("closing device 1: %s", strerror(-err));
@@ -68,19 +155,6 @@ static int run_case(const struct test_case *tc)
 	return rc;
 }
 
-static bool wanted_variant(const char *name)
-{
-	const char *want = getenv("UHMM_TEST_VARIANTS");
-	size_t len = strlen(name);
-
-	if (!want || !*want)
-		return true;
-	for (const char *p = want; (p = strstr(p, name)); p += len)
-		if ((p == want || p[-1] == ',') && (p[len] == 0 || p[len] == ','))
-			return true;
-	return false;
-}
-
 int t_run(const struct test_case *cases, size_t n, int argc, char **argv)
 {
 	const char *only = getenv("UHMM_TEST_CASE");
@@ -89,12 +163,18 @@ int t_run(const struct test_case *cases, size_t n, int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	load_variants();
+	if (!nvariants) {
+		printf("# no device to test on (UHMM_TEST_BACKEND=%s, UHMM_TEST_DEVICES=%s)\n",
+		       getenv("UHMM_TEST_BACKEND") ?: "", getenv("UHMM_TEST_DEVICES") ?: "");
+		return T_SKIP;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct test_case *tc = &cases[i];
 
 		if (only && strcmp(only, tc->name))
 			continue;
-		for (size_t v = 0; v < T_ARRAY_SIZE(variants); v++) {
+		for (size_t v = 0; v < nvariants; v++) {
 			const struct variant *var = &variants[v];
 			int status, rc;
 			pid_t pid;
@@ -102,8 +182,7 @@ int t_run(const struct test_case *cases, size_t n, int argc, char **argv)
 			if (tc->flags & T_ONE_VARIANT) {
 				if (v)
 					break;
-			} else if (!wanted_variant(var->name) ||
-				   ((tc->flags & T_PRIVATE_ONLY) && var->coherent)) {
+			} else if ((tc->flags & T_PRIVATE_ONLY) && var->coherent) {
 				continue;
 			}
 			fflush(NULL);
@@ -121,7 +200,7 @@ int t_run(const struct test_case *cases, size_t n, int argc, char **argv)
 				status = -1;
 			rc = WIFEXITED(status) ? WEXITSTATUS(status) : T_FAIL;
 			printf("%s %s [%s]", rc == T_PASS ? "ok  " : rc == T_SKIP ? "skip" : "FAIL",
-			       tc->name, (tc->flags & T_ONE_VARIANT) ? "-" : var->name);
+			       tc->name, (tc->flags & T_ONE_VARIANT) ? "-" : var->spec);
 			if (WIFSIGNALED(status))
 				printf(" (killed by signal %d)", WTERMSIG(status));
 			printf("\n");

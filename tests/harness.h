@@ -3,8 +3,17 @@
  * The test harness. A test program is a list of cases; each case runs in a
  * child process of its own (as kselftest's TEST_F does), once per device
  * variant, with fresh devices opened for it. Exit status: 0 pass, 1 fail,
- * 77 skip (all cases skipped). UHMM_TEST_VARIANTS=private,coherent,copy
- * restricts the variants; UHMM_TEST_CASE=name runs one case.
+ * 77 skip (all cases skipped).
+ *
+ * The variants are what the backends built into the library and present
+ * here declare (hmm_backend_info: a spec and its memory model), so a new
+ * backend gets every behaviour test by declaring its specs.
+ *   UHMM_TEST_BACKEND=kind       only that backend's variants (meson's
+ *                                device-<kind> suites set it)
+ *   UHMM_TEST_DEVICES=spec;spec  exactly these specs: declared ones keep
+ *                                their model, others take the one the device
+ *                                reports when opened
+ *   UHMM_TEST_CASE=name          one case only
  */
 #ifndef UHMM_TEST_HARNESS_H
 #define UHMM_TEST_HARNESS_H
@@ -30,9 +39,8 @@
 #define NTIMES 10
 
 struct variant {
-	const char *name;
-	const char *spec;            /* device 0 */
-	const char *spec2;           /* device 1 */
+	const char *spec;            /* devices 0 and 1, and the variant's name */
+	int memory_model;            /* enum hmm_memory_model */
 	bool coherent;               /* the CPU accesses device memory in place */
 	bool dma_only;               /* device memory only reachable through DMA */
 };

@@ -3,49 +3,17 @@
  * uhmm-info: what this machine gives the runtime (userfaultfd features and
  * privilege, page-table introspection), which backends are built and
  * present, and every UHMM_* variable with its default (like fi_info -e).
+ * Public API only: hmm_kernel_info, hmm_kernel_feature, hmm_backend_info,
+ * hmm_option_info.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "kernel-compat.h"
-
-static const struct {
-	uint64_t bit;
-	const char *name;
-	const char *use;
-} features[] = {
-	{ UFFD_FEATURE_PAGEFAULT_FLAG_WP, "PAGEFAULT_FLAG_WP", "write-protect faults (copy path, read-mostly)" },
-	{ UFFD_FEATURE_EVENT_FORK, "EVENT_FORK", "unused: fork brings pages home first" },
-	{ UFFD_FEATURE_EVENT_REMAP, "EVENT_REMAP", "mremap of managed memory" },
-	{ UFFD_FEATURE_EVENT_REMOVE, "EVENT_REMOVE", "madvise(DONTNEED/FREE/REMOVE) of managed memory" },
-	{ UFFD_FEATURE_MISSING_HUGETLBFS, "MISSING_HUGETLBFS", "unused" },
-	{ UFFD_FEATURE_MISSING_SHMEM, "MISSING_SHMEM", "unused" },
-	{ UFFD_FEATURE_EVENT_UNMAP, "EVENT_UNMAP", "munmap of managed memory" },
-	{ UFFD_FEATURE_SIGBUS, "SIGBUS", "unused" },
-	{ UFFD_FEATURE_THREAD_ID, "THREAD_ID", "telling runtime threads' faults apart" },
-	{ UFFD_FEATURE_MINOR_HUGETLBFS, "MINOR_HUGETLBFS", "unused" },
-	{ UFFD_FEATURE_MINOR_SHMEM, "MINOR_SHMEM", "unused" },
-	{ UFFD_FEATURE_EXACT_ADDRESS, "EXACT_ADDRESS", "unused" },
-	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM", "unused" },
-	{ UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED", "unused" },
-	{ UFFD_FEATURE_POISON, "POISON", "SIGBUS for an access whose page cannot come home" },
-	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", "unused" },
-	{ UFFD_FEATURE_MOVE, "MOVE", "zero-copy migration (else everything is copied)" },
-};
-
-static const struct {
-	unsigned nr;
-	const char *name;
-} ioctls[] = {
-	{ _UFFDIO_REGISTER, "REGISTER" }, { _UFFDIO_UNREGISTER, "UNREGISTER" },
-	{ _UFFDIO_API, "API" },
-};
+#include <uhmm.h>
 
 static void usage(FILE *f)
 {
@@ -57,16 +25,60 @@ static void usage(FILE *f)
 
 static void print_env(void)
 {
-	size_t n;
-	const struct opt_desc *d = opt_descs(&n);
+	struct hmm_option_info o = { .size = sizeof(o) };
 
 	printf("Environment (UHMM_*):\n");
-	for (size_t i = 0; i < n; i++) {
-		const char *v = getenv(d[i].name);
+	for (int i = 0; !hmm_option_info(i, &o); i++)
+		printf("  %-20s default \"%s\"%s%s%s\n      %s\n", o.name, o.default_value,
+		       o.value ? ", now \"" : "", o.value ? o.value : "", o.value ? "\"" : "", o.help);
+}
 
-		printf("  %-20s default \"%s\"%s%s%s\n      %s\n", d[i].name, d[i].def,
-		       v ? ", now \"" : "", v ? v : "", v ? "\"" : "", d[i].help);
+static void print_kernel(void)
+{
+	struct hmm_kernel_info k = { .size = sizeof(k) };
+	struct hmm_kernel_feature f = { .size = sizeof(f) };
+	const char *group = "";
+
+	hmm_kernel_info(&k);
+	printf("userfaultfd:\n");
+	if (k.uffd_error) {
+		printf("  unavailable: %s (the runtime cannot start)\n", strerror(-k.uffd_error));
+	} else {
+		printf("  obtained through %s\n", k.uffd_origin);
+		printf("  kernel-mode faults (read(2) into device pages): %s\n",
+		       k.kernel_faults ? "served" :
+		       "NOT allowed: pages stay on the host (need root, CAP_SYS_PTRACE,\n"
+		       "    vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)");
+		printf("  features 0x%llx:\n", (unsigned long long)k.uffd_features);
 	}
+	for (int i = 0; !hmm_kernel_feature(i, &f); i++) {
+		bool uffd_feature = !strcmp(f.group, "userfaultfd");
+
+		if (uffd_feature && k.uffd_error)
+			continue;
+		if (strcmp(f.group, group)) {
+			group = f.group;
+			if (!uffd_feature)
+				printf("\n%s:\n", group);
+		}
+		printf("    %-20s %-4s %s\n", f.name, f.present ? "yes" : "no", f.use);
+	}
+}
+
+static void print_backends(void)
+{
+	struct hmm_backend_info b = { .size = sizeof(b) };
+
+	printf("\nbackends:\n");
+	for (int i = 0; !hmm_backend_info(i, &b); i++) {
+		printf("  %-8s %s (%s)\n", b.kind, b.description,
+		       b.present ? strerror(-b.present) : "present");
+		for (const struct hmm_device_param *p = b.params; p && p->key; p++)
+			printf("           option %-10s %s\n", p->key, p->help);
+		for (const struct hmm_device_variant *v = b.variants; v && v->spec; v++)
+			printf("           tested as %s\n", v->spec);
+	}
+	printf("           option %-10s device memory (all kinds), e.g. mem=256M\n", "mem");
 }
 
 int main(int argc, char **argv)
@@ -76,10 +88,7 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct uffd_probe probe;
 	struct utsname u;
-	size_t nb;
-	const struct hmm_device_ops *const *b = dev_backends(&nb);
 	int c;
 
 	while ((c = getopt_long(argc, argv, "eh", opts, NULL)) != -1) {
@@ -95,47 +104,15 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	opt_load();
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
 	uname(&u);
 	printf("uhmm %d.%d.%d on Linux %s (%s), page size %ld\n\n", UHMM_VERSION_MAJOR,
 	       UHMM_VERSION_MINOR, UHMM_VERSION_PATCH, u.release, u.machine, sysconf(_SC_PAGESIZE));
-
-	uffd_probe(&probe);
-	printf("userfaultfd:\n");
-	if (probe.error) {
-		printf("  unavailable: %s (the runtime cannot start)\n", strerror(-probe.error));
-	} else {
-		printf("  obtained through %s\n", probe.origin);
-		printf("  kernel-mode faults (read(2) into device pages): %s\n",
-		       probe.kernel_faults ? "served" :
-		       "NOT allowed: pages stay on the host (need root, CAP_SYS_PTRACE,\n"
-		       "    vm.unprivileged_userfaultfd=1 or access to /dev/userfaultfd)");
-		printf("  features 0x%llx:\n", (unsigned long long)probe.features);
-		for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
-			printf("    %-20s %-4s %s\n", features[i].name,
-			       probe.features & features[i].bit ? "yes" : "no", features[i].use);
-		printf("  ioctls:");
-		for (size_t i = 0; i < sizeof(ioctls) / sizeof(ioctls[0]); i++)
-			if (probe.ioctls & (1ull << ioctls[i].nr))
-				printf(" %s", ioctls[i].name);
-		printf(" (range ioctls are reported per registration)\n");
-	}
-	printf("\npage tables:\n");
-	printf("  PROCMAP_QUERY (VMA lookups without parsing maps): %s\n",
-	       vma_have_procmap_query() ? "yes" : "no");
-	printf("  PAGEMAP_SCAN (zero and huge pages in snapshots): %s\n",
-	       vma_have_pagemap_scan() ? "yes" : "no");
-
-	printf("\nbackends:\n");
-	for (size_t i = 0; i < nb; i++) {
-		int present = b[i]->probe();
-
-		printf("  %-8s %s (%s)\n", b[i]->kind, b[i]->description,
-		       present ? strerror(-present) : "present");
-		for (const struct hmm_device_param *p = b[i]->params; p && p->key; p++)
-			printf("           option %-10s %s\n", p->key, p->help);
-	}
-	printf("           option %-10s device memory (all kinds), e.g. mem=256M\n", "mem");
+	print_kernel();
+	print_backends();
 	printf("\n");
 	print_env();
 	return 0;

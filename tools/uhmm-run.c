@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include <uhmm.h>
 
 static void usage(FILE *f)
 {
@@ -103,7 +103,6 @@ int main(int argc, char **argv)
 	};
 	char *devices = NULL, pid[16];
 	const char *lib;
-	uint64_t v;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "+d:l:c:s::v:h", longopts, NULL)) != -1) {
@@ -112,12 +111,13 @@ int main(int argc, char **argv)
 			append_device(&devices, optarg);
 			break;
 		case 'l':
-			if (parse_size(optarg, &v) || v < PAGE_SIZE)
+			/* The runtime's own parser: what it would reject, we reject now. */
+			if (hmm_option_check("UHMM_HOST_LIMIT", optarg))
 				die("--host-limit %s: expected a size such as 64M", optarg);
 			setenv("UHMM_HOST_LIMIT", optarg, 1);
 			break;
 		case 'c':
-			if (parse_uint(optarg, 3600 * 1000, &v) || !v)
+			if (hmm_option_check("UHMM_CHAOS", optarg) || !strtoul(optarg, NULL, 10))
 				die("--chaos %s: expected milliseconds (1 or more)", optarg);
 			setenv("UHMM_CHAOS", optarg, 1);
 			break;
@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 				setenv("UHMM_STATS_FILE", optarg, 1);
 			break;
 		case 'v':
-			if (parse_uint(optarg, LOG_DEBUG, &v))
+			if (hmm_option_check("UHMM_LOG", optarg))
 				die("--log %s: expected 0 to 3", optarg);
 			setenv("UHMM_LOG", optarg, 1);
 			break;

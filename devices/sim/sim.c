@@ -39,6 +39,14 @@ static const struct hmm_device_param sim_params[] = {
 	{ NULL, 0, NULL },
 };
 
+/* The three kinds of device memory HMM knows, one spec each. */
+static const struct hmm_device_variant sim_variants[] = {
+	{ "sim", HMM_MEMORY_PRIVATE },
+	{ "sim:coherent", HMM_MEMORY_COHERENT },
+	{ "sim:copy", HMM_MEMORY_DMA_ONLY },
+	{ NULL, 0 },
+};
+
 static _Atomic int sim_count;
 
 static inline struct sim_device *to_sim(struct hmm_device *dev)
@@ -166,4 +174,5 @@ const struct hmm_device_ops hmm_sim_ops = {
 	.mem_access = sim_mem_access,
 	.mem_atomic_add = sim_mem_atomic_add,
 	.place = hmm_device_place_in_place,
+	.variants = sim_variants,
 };

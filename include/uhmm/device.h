@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define HMM_DEVICE_OPS_VERSION 1
+#define HMM_DEVICE_OPS_VERSION 2
 #define HMM_PAGE_SIZE 4096u
 
 /*
@@ -75,20 +75,6 @@ struct hmm_dma_desc {
 	uint32_t done;     /* written by the backend: pages completed */
 };
 
-enum hmm_param_type {
-	HMM_PARAM_FLAG,    /* bare word: "coherent" */
-	HMM_PARAM_SIZE,    /* number with optional K/M/G suffix */
-	HMM_PARAM_UINT,
-	HMM_PARAM_STRING,
-};
-
-/* One option a backend accepts in its spec; tables end with key == NULL. */
-struct hmm_device_param {
-	const char *key;
-	enum hmm_param_type type;
-	const char *help;
-};
-
 #define HMM_DEVICE_MAX_PARAMS 16
 
 /* A parsed and validated spec, handed to ops->open. */
@@ -130,7 +116,7 @@ struct hmm_device_ops {
 	uint32_t version;                   /* HMM_DEVICE_OPS_VERSION */
 	const char *kind;                   /* spec prefix, e.g. "sim" */
 	const char *description;            /* one line for uhmm-info */
-	const struct hmm_device_param *params;
+	const struct hmm_device_param *params;  /* options (uhmm.h), key == NULL ends */
 
 	/**
 	 * probe() - is this backend usable here?
@@ -187,6 +173,15 @@ struct hmm_device_ops {
 	 * Return: 0 or -errno (the runtime keeps the pages on the host).
 	 */
 	int (*place)(struct hmm_device *dev, void *addr, size_t npages, bool on_device);
+
+	/* Version 2. */
+
+	/*
+	 * The configurations the HMM behaviour suite runs this backend in, one
+	 * per memory model it offers (uhmm.h), spec == NULL ends. A backend
+	 * gets the whole suite (meson suite device-<kind>) by listing them.
+	 */
+	const struct hmm_device_variant *variants;
 };
 
 /* Shared stubs for ops that do not apply to a backend. */

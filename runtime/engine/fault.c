@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: MIT
+/*
+ * CPU faults and CPU-side mapping changes, as they reach a managed page.
+ * Everything here runs with reg.lock held, most of it on the fault thread,
+ * so nothing here waits: a page that is busy or pinned makes the fault park.
+ *
+ * A CPU touch of a page whose data is on a device brings it home "just as if
+ * the page was swapped out": with UFFDIO_MOVE straight out of device memory
+ * when that memory is movable (zero copy, and it wakes the faulting thread),
+ * with UFFDIO_COPY when it is only host-mapped, and through the device's DMA
+ * queue otherwise. When accesses look sequential, neighbours come along.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+/* One page of zeros, for a page that must read as zero now. */
+static enum fault_result zero_fill_one(uintptr_t addr)
+{
+	long n = uffd_zero(addr, PAGE_SIZE, 0);
+
+	if (n == -EAGAIN)
+		return FAULT_RETRY;
+	if (n < 0)
+		uffd_wake(addr, PAGE_SIZE); /* already there, or the mapping is gone */
+	else
+		STAT_ADD(zero_fills, 1);
+	return FAULT_DONE;
+}
+
+/*
+ * A first touch: the page, and up to opt.zero_around untouched host pages
+ * after it, get the shared zero page (a write then copies it in the kernel,
+ * without another trip through us). Pages elsewhere or claimed stay out.
+ */
+static enum fault_result zero_fill(struct range *r, uintptr_t addr)
+{
+	size_t i = range_index(r, addr), n = 1;
+	long done;
+
+	while (n < opt.zero_around && addr + n * PAGE_SIZE < r->end &&
+	       !(r->pages[i + n] & ~PW_ADVICE))
+		n++;
+	done = uffd_zero(addr, n * PAGE_SIZE, 0);
+	if (done == -ENOENT && n > 1) /* the window crossed into another mapping */
+		done = uffd_zero(addr, PAGE_SIZE, 0);
+	if (done == -EAGAIN)
+		return FAULT_RETRY;
+	if (done < 0) {
+		uffd_wake(addr, PAGE_SIZE); /* already there, or the mapping is gone */
+	} else {
+		STAT_ADD(zero_fills, (uint64_t)done / PAGE_SIZE);
+		pager_note_fault(addr, false);
+	}
+	return FAULT_DONE;
+}
+
+/*
+ * How many pages from addr come home with it: the run of pages on the same
+ * device in consecutive slots, no longer than the sequential window, which
+ * doubles while faults arrive in address order and resets otherwise.
+ */
+static size_t fault_window(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t cap)
+{
+	size_t i = range_index(r, addr);
+	uint64_t w0 = r->pages[i];
+	size_t n = 1, want;
+
+	if (addr == c->last_fault_end && c->window)
+		c->window = MIN(c->window * 2, opt.fault_around);
+	else
+		c->window = 1;
+	want = MIN(c->window, cap);
+	while (n < want && addr + n * PAGE_SIZE < r->end) {
+		uint64_t w = r->pages[i + n];
+
+		if (w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED))
+			break;
+		if (pw_loc(w) != pw_loc(w0) || pw_slot(w) != pw_slot(w0) + n)
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* The access cannot be served: SIGBUS for the faulting thread, data kept. */
+static void fail_access(struct hmm_device_core *c, uintptr_t addr, uint64_t *w, pid_t tid,
+			long err)
+{
+	log_err("cannot bring page 0x%lx home from %s (error %ld): the access gets SIGBUS",
+		(unsigned long)addr, c->dev->name, -err);
+	STAT_ADD(migrations_failed, 1);
+	if (!uffd_poison(addr, PAGE_SIZE)) {
+		page_poison(w);
+		return;
+	}
+	if (tid)
+		syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+	uffd_wake(addr, PAGE_SIZE);
+}
+
+/*
+ * Below this many pages a fault-back copies rather than moves: a move must
+ * flush the device page's TLB entry, which costs an IPI to every CPU running
+ * this process (several microseconds in a VM), more than copying a few pages.
+ */
+#define MOVE_MIN_PAGES 16
+
+/* Device memory the runtime can read: move or copy straight from it. */
+static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range *r,
+					 uintptr_t addr, size_t n, pid_t tid)
+{
+	uint64_t *w = range_word(r, addr);
+	uintptr_t src = (uintptr_t)dev_slot_addr(c, pw_slot(*w));
+	long done = -EIO;
+
+	for (unsigned attempt = 0; attempt < opt.fault_retries; attempt++) {
+		if (inject_fire(INJ_DMA_TO_HOST)) {
+			done = -EIO;
+			n = 1;
+			continue;
+		}
+		/*
+		 * Nobody wakes before the commit: a thread that runs on must find
+		 * the page home in every view (residency, accessed-by mappings).
+		 */
+		done = -EINVAL;
+		if (dev_movable(c) && n >= MOVE_MIN_PAGES)
+			done = uffd_move(addr, src, n * PAGE_SIZE,
+					 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE);
+		if (done > 0) {
+			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
+			break;
+		}
+		/* Small windows, and read-only or locked mappings, copy. */
+		if (done == -EINVAL)
+			done = uffd_copy(addr, (void *)src, n * PAGE_SIZE, UFFDIO_COPY_MODE_DONTWAKE);
+		if (done > 0) {
+			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, true, false);
+			break;
+		}
+		if (done == -EAGAIN)
+			return FAULT_RETRY;
+		if (done == -ENOENT) {
+			/* The mapping went away under us; its UNMAP event follows. */
+			uffd_wake(addr, PAGE_SIZE);
+			return FAULT_DONE;
+		}
+		n = 1;
+	}
+	if (done > 0) {
+		uffd_wake(addr, (size_t)done);
+		c->last_fault_end = addr + (size_t)done;
+		return FAULT_DONE;
+	}
+	fail_access(c, addr, w, tid, done);
+	return FAULT_DONE;
+}
+
+struct async_fault {
+	struct dma_job job;
+	struct dma_run run;
+	struct hmm_device_core *c;
+	pid_t tid;
+	unsigned attempts;
+};
+
+/* Queue thread: the copy home finished; commit, then wake the faulter. */
+static void async_done(struct dma_job *job)
+{
+	struct async_fault *af = container_of(job, struct async_fault, job);
+	struct dma_run *run = &af->run;
+	size_t done = run->d.done;
+	struct range *r;
+
+	reg_lock();
+	r = reg_lookup(run->addr);
+	if (r && done)
+		pages_commit_to_host(af->c, r, run->addr, done, false, true);
+	if (r && done < run->d.npages) {
+		uintptr_t rest = run->addr + done * PAGE_SIZE;
+		uint64_t *w = range_word(r, rest);
+
+		if (!done && ++af->attempts < opt.fault_retries) {
+			reg_unlock();
+			dmaq_submit(&af->c->q, job);
+			return;
+		}
+		if (!done)
+			fail_access(af->c, rest, w, af->tid, run->d.status);
+		pages_release(r, rest, run->d.npages - done);
+	}
+	/*
+	 * The faulting thread is ours to wake, whatever happened: it was not
+	 * parked. Unmapped in flight, it wakes to find the mapping gone.
+	 */
+	uffd_wake(run->addr, (size_t)run->d.npages * PAGE_SIZE);
+	reg_unlock();
+	meta_free(af, sizeof(*af));
+}
+
+/*
+ * Device memory only the device can read: a DMA job, whose completion wakes
+ * the faulting thread (so the fault is not parked).
+ */
+static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
+					uintptr_t addr, size_t n, pid_t tid)
+{
+	struct async_fault *af = meta_alloc(sizeof(*af));
+	uint64_t *w = range_word(r, addr);
+
+	if (!af)
+		return FAULT_RETRY;
+	af->c = c;
+	af->tid = tid;
+	af->run.addr = addr;
+	af->run.d.npages = (uint32_t)n;
+	af->run.d.slot = pw_slot(*w);
+	af->job.op = DMA_COPY_OUT;
+	af->job.runs = &af->run;
+	af->job.nruns = 1;
+	af->job.complete = async_done;
+	af->job.dontwake = true;
+	for (size_t i = 0; i < n; i++)
+		page_claim(&w[i]);
+	c->last_fault_end = addr + n * PAGE_SIZE;
+	dmaq_submit(&c->q, &af->job);
+	return FAULT_DONE;
+}
+
+enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool internal)
+{
+	uint64_t *w = range_word(r, addr);
+	struct hmm_device_core *c;
+	uintptr_t pinned;
+	size_t n;
+
+	if (*w & PW_BUSY) {
+		/*
+		 * A migration's own copy read a page that vanished under it
+		 * (discarded by the application): its contents are zero. Parking
+		 * would deadlock the migration on itself.
+		 */
+		return internal ? zero_fill_one(addr) : FAULT_PARK;
+	}
+	if (*w & PW_EXCL) {
+		int err = excl_revoke(addr, w);
+
+		if (err == -EBUSY)
+			return FAULT_PARK;
+		if (err == -EAGAIN)
+			return FAULT_RETRY;
+		if (err)
+			uffd_wake(addr, PAGE_SIZE);
+		return FAULT_DONE;
+	}
+	if (*w & PW_POISONED) {
+		/* A stale fault: a poisoned page raises SIGBUS, not userfaults. */
+		uffd_wake(addr, PAGE_SIZE);
+		return FAULT_DONE;
+	}
+	if (*w & PW_DUP) /* the host copy was reclaimed (MADV_FREE): zero */
+		page_drop(addr, w);
+	if (!pw_loc(*w))
+		return zero_fill(r, addr);
+	c = dev_by_loc(pw_loc(*w));
+	if (dev_coherent(c))
+		return zero_fill_one(addr); /* never populated; stays in device memory */
+	pager_note_fault(addr, true);
+
+	n = fault_window(c, r, addr, dev_host_mapped(c) ? opt.fault_around : PMD_PAGES);
+	mirror_lock(&c->mirror);
+	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	if (pinned == addr)
+		return FAULT_PARK; /* the device is writing it right now */
+	n = (pinned - addr) / PAGE_SIZE;
+	if (dev_host_mapped(c))
+		return fault_in_inline(c, r, addr, n, tid);
+	return fault_in_async(c, r, addr, n, tid);
+}
+
+enum fault_result fault_wp(struct range *r, uintptr_t addr)
+{
+	uint64_t *w = range_word(r, addr);
+	int err;
+
+	if ((*w & (PW_BUSY | PW_ZAPPING)) == (PW_BUSY | PW_ZAPPING))
+		return FAULT_PARK;
+	if (*w & PW_BUSY)
+		page_mark_aborted(w); /* the CPU wins; the copy in flight is dropped */
+	else if (*w & PW_DUP)
+		return dup_collapse(addr, w) == -EAGAIN ? FAULT_RETRY : FAULT_DONE;
+	err = uffd_protect(addr, PAGE_SIZE, false, true);
+	if (err == -EAGAIN)
+		return FAULT_RETRY;
+	return FAULT_DONE;
+}

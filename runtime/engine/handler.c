@@ -1,0 +1,417 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The fault thread. It reads userfaultfd messages in batches and serves
+ * them in order: CPU faults on managed pages (bring a page home, install a
+ * zero page, lift a write protection; fault.c) and events (munmap, madvise,
+ * mremap; events.c), which are our invalidation signals for memory that
+ * changed behind the interposed wrappers' back.
+ *
+ * It never waits for another thread. A fault on a page that a migration owns
+ * is parked: the faulting thread stays asleep in the kernel, and when the
+ * migration clears the page it kicks us and we wake the thread, which faults
+ * again. A parked fault is never served again from what it said when it was
+ * parked: by the time its page is free, the thread may already be running
+ * (the job that owned the page woke it), and the page may have moved on.
+ * The kernel's migration entries work the same way: wait, then retry the
+ * fault from the start.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+#define BATCH 64
+#define MAX_PARKED 4096
+#define MAX_ZAPS 64
+#define BACKLOG 1024
+
+/* A faulting thread asleep until its page is free: we wake it, it faults again. */
+struct parked {
+	uintptr_t addr;
+	pid_t tid;
+	bool retry;        /* EAGAIN (an event was pending), not a busy page */
+};
+
+static struct {
+	pthread_t thread;
+	bool running;
+	_Atomic bool stop;
+
+	/* barrier: batches read vs. batches processed */
+	pthread_mutex_t barrier_lock;
+	pthread_cond_t barrier_cond;
+	uint64_t started, done;
+
+	/* fork: read but not processed (barrier_lock for the flags) */
+	bool pause_req, paused;
+	struct uffd_msg backlog[BACKLOG];
+	unsigned nbacklog;
+
+	/* fault thread only */
+	struct parked parked[MAX_PARKED];
+	unsigned nparked;
+
+	/* migrations' own zaps, whose REMOVE events are not the application's */
+	pthread_mutex_t zap_lock;
+	struct { uintptr_t start, end; } zaps[MAX_ZAPS];
+	unsigned nzaps;
+} ft = {
+	.barrier_lock = PTHREAD_MUTEX_INITIALIZER,
+	.barrier_cond = PTHREAD_COND_INITIALIZER,
+	.zap_lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+static bool on_fault_thread(void)
+{
+	return pthread_equal(pthread_self(), ft.thread);
+}
+
+void handler_barrier(void)
+{
+	uint64_t target;
+
+	if (!ft.running || on_fault_thread())
+		return;
+	pthread_mutex_lock(&ft.barrier_lock);
+	target = ft.started;
+	while (ft.done < target && ft.running)
+		pthread_cond_wait(&ft.barrier_cond, &ft.barrier_lock);
+	pthread_mutex_unlock(&ft.barrier_lock);
+}
+
+void handler_pause(void)
+{
+	if (!ft.running || on_fault_thread())
+		return;
+	pthread_mutex_lock(&ft.barrier_lock);
+	ft.pause_req = true;
+	kick();
+	while (!ft.paused && ft.running)
+		pthread_cond_wait(&ft.barrier_cond, &ft.barrier_lock);
+	pthread_mutex_unlock(&ft.barrier_lock);
+}
+
+void handler_resume(void)
+{
+	pthread_mutex_lock(&ft.barrier_lock);
+	ft.pause_req = false;
+	pthread_mutex_unlock(&ft.barrier_lock);
+	kick();
+}
+
+void handler_own_zap(uintptr_t start, uintptr_t end, bool add)
+{
+	pthread_mutex_lock(&ft.zap_lock);
+	if (add) {
+		if (ft.nzaps < MAX_ZAPS)
+			ft.zaps[ft.nzaps++] = (typeof(ft.zaps[0])){ start, end };
+	} else {
+		for (unsigned i = 0; i < ft.nzaps; i++) {
+			if (ft.zaps[i].start == start && ft.zaps[i].end == end) {
+				ft.zaps[i] = ft.zaps[--ft.nzaps];
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&ft.zap_lock);
+}
+
+/* Is this REMOVE event one of our own migrations zapping pages it copied? */
+static bool consume_own_zap(uintptr_t start, uintptr_t end)
+{
+	bool ours = false;
+
+	pthread_mutex_lock(&ft.zap_lock);
+	for (unsigned i = 0; i < ft.nzaps; i++) {
+		if (ft.zaps[i].start == start && ft.zaps[i].end == end) {
+			ft.zaps[i] = ft.zaps[--ft.nzaps];
+			ours = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ft.zap_lock);
+	return ours;
+}
+
+/* Registered memory that is not (or no longer) in the registry. */
+static void serve_unknown(uintptr_t addr, uint64_t flags)
+{
+	long n;
+
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		uffd_protect(addr, PAGE_SIZE, false, true);
+		return;
+	}
+	n = uffd_zero(addr, PAGE_SIZE, 0);
+	if (n < 0 && n != -EAGAIN)
+		uffd_wake(addr, PAGE_SIZE);
+}
+
+static void park(uintptr_t addr, pid_t tid, bool retry)
+{
+	for (unsigned i = 0; i < ft.nparked; i++) {
+		if (ft.parked[i].addr == addr && ft.parked[i].tid == tid) {
+			ft.parked[i].retry |= retry;
+			return;
+		}
+	}
+	if (ft.nparked == MAX_PARKED) {
+		/* Never lose a sleeper: let it fault again later. */
+		log_warn_ratelimited("too many parked faults; waking one to retry");
+		uffd_wake(addr, PAGE_SIZE);
+		return;
+	}
+	ft.parked[ft.nparked++] = (struct parked){ addr, tid, retry };
+	STAT_ADD(parked_faults, 1);
+}
+
+static enum fault_result serve(uintptr_t addr, uint64_t flags, pid_t tid)
+{
+	enum fault_result res = FAULT_DONE;
+	struct range *r;
+	uint64_t *w;
+
+	reg_lock();
+	w = reg_word(addr, &r);
+	if (!w)
+		serve_unknown(addr, flags);
+	else if (flags & UFFD_PAGEFAULT_FLAG_WP)
+		res = fault_wp(r, addr);
+	else
+		res = fault_missing(r, addr, tid, thread_is_internal(tid));
+	if (res == FAULT_PARK)
+		page_mark_parked(w);
+	reg_unlock();
+	return res;
+}
+
+static void on_fault(const struct uffd_msg *m)
+{
+	uintptr_t addr = ALIGN_DOWN((uintptr_t)m->arg.pagefault.address, PAGE_SIZE);
+	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
+	uint64_t t0 = now_ns();
+	enum fault_result res;
+
+	/* Counted before serving: the faulting thread may look as soon as it wakes. */
+	STAT_ADD(cpu_faults, 1);
+	res = serve(addr, m->arg.pagefault.flags, tid);
+	if (res != FAULT_DONE)
+		park(addr, tid, res == FAULT_RETRY);
+	STAT_ADD(fault_ns, now_ns() - t0);
+}
+
+/*
+ * reg.lock held: a page a migration still owns keeps its sleepers; it is
+ * marked again, since the owner that kicked us may have cleared the mark
+ * and another owner may have taken the page since.
+ */
+static bool still_busy(uintptr_t addr)
+{
+	uint64_t *w = reg_word(addr, NULL);
+
+	if (!w || !(*w & PW_BUSY))
+		return false;
+	page_mark_parked(w);
+	return true;
+}
+
+/*
+ * Wake the threads whose page is no longer busy, and those that waited for
+ * an event we have read since: each faults again, and its new fault is
+ * served from the page's state as it is now.
+ */
+static void unpark(void)
+{
+	reg_lock();
+	for (unsigned i = 0; i < ft.nparked;) {
+		struct parked *p = &ft.parked[i];
+
+		if (!p->retry && still_busy(p->addr)) {
+			i++;
+			continue;
+		}
+		uffd_wake(p->addr, PAGE_SIZE);
+		*p = ft.parked[--ft.nparked];
+	}
+	reg_unlock();
+}
+
+static bool have_retries(void)
+{
+	for (unsigned i = 0; i < ft.nparked; i++)
+		if (ft.parked[i].retry)
+			return true;
+	return false;
+}
+
+static void on_event(const struct uffd_msg *m)
+{
+	uintptr_t s, e;
+
+	switch (m->event) {
+	case UFFD_EVENT_UNMAP:
+		s = m->arg.remove.start;
+		e = m->arg.remove.end;
+		reg_lock();
+		event_discard(s, e, true);
+		dev_invalidate_all(s, e, NULL, false);
+		reg_unlock();
+		break;
+	case UFFD_EVENT_REMOVE:
+		s = m->arg.remove.start;
+		e = m->arg.remove.end;
+		if (consume_own_zap(s, e))
+			break;
+		reg_lock();
+		event_discard(s, e, false);
+		dev_invalidate_all(s, e, NULL, false);
+		reg_unlock();
+		break;
+	case UFFD_EVENT_REMAP:
+		reg_lock();
+		dev_invalidate_all(m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, NULL, false);
+		event_remapped(m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
+		reg_unlock();
+		break;
+	default:
+		log_warn_ratelimited("unexpected userfaultfd event 0x%x", m->event);
+	}
+}
+
+static void process(const struct uffd_msg *msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+			on_fault(&msgs[i]);
+		else
+			on_event(&msgs[i]);
+	}
+}
+
+/*
+ * Paused (fork in progress): keep reading, so that a thread blocked in the
+ * kernel until its event is read (madvise, munmap) can go on and release
+ * what the forking thread may be waiting for; process nothing. Returns
+ * whether we are paused.
+ */
+static bool paused_round(void)
+{
+	bool paused;
+
+	pthread_mutex_lock(&ft.barrier_lock);
+	if (ft.pause_req != ft.paused) {
+		ft.paused = ft.pause_req;
+		pthread_cond_broadcast(&ft.barrier_cond);
+	}
+	paused = ft.paused;
+	pthread_mutex_unlock(&ft.barrier_lock);
+	if (paused && ft.nbacklog < BACKLOG) {
+		ssize_t n = read(uffd.fd, ft.backlog + ft.nbacklog,
+				 (BACKLOG - ft.nbacklog) * sizeof(ft.backlog[0]));
+
+		if (n > 0)
+			ft.nbacklog += (unsigned)(n / (ssize_t)sizeof(ft.backlog[0]));
+	}
+	return paused;
+}
+
+static void *fault_thread_main(void *arg)
+{
+	struct uffd_msg msgs[BATCH];
+
+	(void)arg;
+	while (!atomic_load(&ft.stop)) {
+		struct pollfd p[2] = { { kick_fd(), POLLIN, 0 }, { uffd.fd, POLLIN, 0 } };
+		bool full = ft.paused && ft.nbacklog == BACKLOG;
+		ssize_t n;
+		int read_err;
+
+		if (poll(p, full ? 1 : 2, have_retries() && !ft.paused ? 1 : -1) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents & POLLIN)
+			kick_drain();
+		if (paused_round())
+			continue;
+		pthread_mutex_lock(&ft.barrier_lock);
+		ft.started++;
+		pthread_mutex_unlock(&ft.barrier_lock);
+
+		/* Messages read while paused come first: order matters. */
+		process(ft.backlog, ft.nbacklog);
+		ft.nbacklog = 0;
+		n = read(uffd.fd, msgs, sizeof(msgs));
+		read_err = n < 0 ? errno : 0;
+		if (n > 0)
+			process(msgs, (size_t)n / sizeof(msgs[0]));
+		if (ft.nparked)
+			unpark();
+		reg_lock();
+		reg_catch_up();
+		reg_unlock();
+
+		pthread_mutex_lock(&ft.barrier_lock);
+		ft.done = ft.started;
+		pthread_cond_broadcast(&ft.barrier_cond);
+		pthread_mutex_unlock(&ft.barrier_lock);
+		if (n < 0 && read_err != EAGAIN && read_err != EINTR) {
+			log_err("reading userfaultfd failed: %d", read_err);
+			break;
+		}
+	}
+	/* Nobody may stay asleep on a fault we will never serve. */
+	for (unsigned i = 0; i < ft.nparked; i++)
+		uffd_wake(ft.parked[i].addr, PAGE_SIZE);
+	ft.nparked = 0;
+	return NULL;
+}
+
+int handler_start(void)
+{
+	int err;
+
+	if (ft.running)
+		return 0;
+	err = kick_open();
+	if (err)
+		return err;
+	atomic_store(&ft.stop, false);
+	ft.started = ft.done = 0;
+	err = thread_spawn(&ft.thread, fault_thread_main, NULL, true);
+	if (err)
+		return err;
+	ft.running = true;
+	return 0;
+}
+
+void handler_stop(void)
+{
+	if (!ft.running)
+		return;
+	atomic_store(&ft.stop, true);
+	kick();
+	pthread_join(ft.thread, NULL);
+	pthread_mutex_lock(&ft.barrier_lock);
+	ft.running = false;
+	pthread_cond_broadcast(&ft.barrier_cond);
+	pthread_mutex_unlock(&ft.barrier_lock);
+	/*
+	 * The kick stays open: the heap kicks from any thread, at any time,
+	 * and a closed descriptor's number may belong to someone else by then.
+	 */
+}
+
+/* The child of fork has no fault thread; everything here is the parent's. */
+void handler_fork_child(void)
+{
+	ft.running = false;
+	ft.nparked = 0;
+	ft.nzaps = 0;
+	ft.nbacklog = 0;
+	ft.pause_req = ft.paused = false;
+	ft.started = ft.done = 0;
+	pthread_mutex_init(&ft.barrier_lock, NULL);
+	pthread_cond_init(&ft.barrier_cond, NULL);
+	pthread_mutex_init(&ft.zap_lock, NULL);
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Layer 5, transparent mode: what makes an unmodified program's memory
+ * managed under LD_PRELOAD. The malloc family served from jemalloc arenas
+ * over memory we reserve (heap.c, malloc.c), and the libc calls that change
+ * the CPU's mappings, seen before the kernel sees them (intercept.c). The
+ * runtime's lifetime in such a process (start, restart in a child of fork,
+ * the summary at exit) is the API layer's (api/preload.c).
+ */
+#ifndef UHMM_TRANSPARENT_H
+#define UHMM_TRANSPARENT_H
+
+#include "engine.h"
+
+/* ---- heap.c, malloc.c: the managed heap ------------------------------------ */
+
+bool heap_managed(void);            /* malloc serves managed memory (decides once) */
+int heap_init(void);
+bool heap_app_owns_slow(const void *p);
+extern uintptr_t heap_app_first_start, heap_app_first_len;
+static inline bool heap_app_owns(const void *p)
+{
+	return (uintptr_t)p - heap_app_first_start < heap_app_first_len || heap_app_owns_slow(p);
+}
+/*
+ * jemalloc's own malloc and free, for bound application threads: their fast
+ * paths (thread cache, no flags to decode) cost half of mallocx/dallocx.
+ * NULL until heap_init() found them.
+ */
+extern void *(*heap_je_malloc)(size_t size);
+extern void (*heap_je_free)(void *p);
+bool heap_meta_owns(const void *p);
+int heap_meta_flags(void);          /* mallocx flags of the unmanaged pool */
+/* A thread's first managed allocation: an arena of its own, and a restart if due. */
+void heap_bind_thread(void);
+void heap_fork_child(void);
+/*
+ * A child of fork starts without the runtime; it starts it again on its
+ * first managed allocation or mapping. api/preload.c says how, and when.
+ */
+void heap_set_restart(void (*start)(void));
+void heap_request_restart(void);
+void heap_restart_if_requested(void);
+
+/* ---- intercept.c: CPU-side mapping changes we must see first -------------- */
+
+int icpt_munmap(void *addr, size_t len);   /* munmap, whichever munmap others see */
+
+#endif /* UHMM_TRANSPARENT_H */
