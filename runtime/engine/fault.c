@@ -115,6 +115,17 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 {
 	uint64_t *w = range_word(r, addr);
 	uintptr_t src = (uintptr_t)dev_slot_addr(c, pw_slot(*w));
+	/*
+	 * The thread may run on as soon as its page is in: everything it can
+	 * look at (residency, snapshots, the device's view of the page) waits
+	 * for reg.lock, which we hold until the commit is done. Only a mapping
+	 * that ACCESSED_BY advice adds at the commit is visible without it: on
+	 * ranges with advice, the thread wakes after the commit, so that its
+	 * next device access finds the mapping (one ioctl more).
+	 */
+	bool wake_after = r->nattrs != 0;
+	uint64_t move_mode = wake_after ? UFFDIO_MOVE_MODE_DONTWAKE : 0;
+	uint64_t copy_mode = wake_after ? UFFDIO_COPY_MODE_DONTWAKE : 0;
 	long done = -EIO;
 
 	for (unsigned attempt = 0; attempt < opt.fault_retries; attempt++) {
@@ -123,21 +134,17 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 			n = 1;
 			continue;
 		}
-		/*
-		 * Nobody wakes before the commit: a thread that runs on must find
-		 * the page home in every view (residency, accessed-by mappings).
-		 */
 		done = -EINVAL;
 		if (dev_movable(c) && n >= MOVE_MIN_PAGES)
 			done = uffd_move(addr, src, n * PAGE_SIZE,
-					 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE);
+					 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | move_mode);
 		if (done > 0) {
 			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
 			break;
 		}
 		/* Small windows, and read-only or locked mappings, copy. */
 		if (done == -EINVAL)
-			done = uffd_copy(addr, (void *)src, n * PAGE_SIZE, UFFDIO_COPY_MODE_DONTWAKE);
+			done = uffd_copy(addr, (void *)src, n * PAGE_SIZE, copy_mode);
 		if (done > 0) {
 			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, true, false);
 			break;
@@ -152,7 +159,8 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 		n = 1;
 	}
 	if (done > 0) {
-		uffd_wake(addr, (size_t)done);
+		if (wake_after)
+			uffd_wake(addr, (size_t)done);
 		c->last_fault_end = addr + (size_t)done;
 		return FAULT_DONE;
 	}
