@@ -3,15 +3,17 @@
 # Set up a Debian 12 machine (as root), build uhmm, and run the demo or the tests.
 #   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
 #   ./build.sh test   install what is missing, build, run every test suite (unit,
-#                     slow, preload, bench), then the unit suite again under
-#                     ASan+UBSan with the runtime's debug checks on
+#                     device-opencl, slow, preload, bench), then the unit suite
+#                     again under ASan+UBSan with the runtime's debug checks on
 set -eu
 cd "$(dirname "$0")"
 
 # What the build and the tests use, from Debian's archive (python3, sqlite3
-# and xz-utils: real programs the preload suite runs under uhmm-run).
+# and xz-utils: real programs the preload suite runs under uhmm-run; the
+# OpenCL headers and loader, and PoCL: an OpenCL device on the CPU).
 packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev
-	python3 sqlite3 xz-utils"
+	python3 sqlite3 xz-utils ocl-icd-opencl-dev opencl-headers ocl-icd-libopencl1
+	pocl-opencl-icd"
 
 install_missing() {
 	missing=""
@@ -43,7 +45,8 @@ demo)
 test)
 	install_missing
 	build build
-	meson test -C build --suite unit --suite slow --suite preload --suite bench --print-errorlogs
+	meson test -C build --suite unit --suite device-opencl --suite slow --suite preload \
+		--suite bench --print-errorlogs
 	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
 		-Ddebug_checks=true
 	meson test -C build-asan --suite unit --print-errorlogs

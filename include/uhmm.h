@@ -313,6 +313,7 @@ struct hmm_device_param {
 	const char *key;
 	enum hmm_param_type type;
 	const char *help;
+	const char *env;           /* NULL, or a variable that gives its default */
 };
 
 /*

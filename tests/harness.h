@@ -105,6 +105,22 @@ void t_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 		return T_SKIP;            \
 	} while (0)
 
+/*
+ * In a child of fork: open the variant's device there, or end the child's
+ * part here when the backend cannot be used in a child whose parent started
+ * its driver (PoCL's threads, a GPU context do not survive fork; such a
+ * backend says -ENODEV): the child then exits T_SKIP, and so does the case.
+ */
+#define CHILD_OPEN(ret_dev)                                                            \
+	do {                                                                           \
+		int e_ = hmm_device_open(variant->spec, ret_dev);                      \
+		if (e_ == -ENODEV) {                                                   \
+			t_note("%s cannot be opened in a child of fork", variant->spec); \
+			return T_SKIP;                                                 \
+		}                                                                      \
+		CHECK_OK(e_);                                                          \
+	} while (0)
+
 /* Anonymous mappings the test controls, and their helpers. */
 void *t_map(size_t len, int prot, int flags);
 void t_unmap(void *p, size_t len);

@@ -74,7 +74,8 @@ static void print_backends(void)
 		printf("  %-8s %s (%s)\n", b.kind, b.description,
 		       b.present ? strerror(-b.present) : "present");
 		for (const struct hmm_device_param *p = b.params; p && p->key; p++)
-			printf("           option %-10s %s\n", p->key, p->help);
+			printf("           option %-10s %s%s%s\n", p->key, p->help,
+			       p->env ? "; default from " : "", p->env ? p->env : "");
 		for (const struct hmm_device_variant *v = b.variants; v && v->spec; v++)
 			printf("           tested as %s\n", v->spec);
 	}

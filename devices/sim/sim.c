@@ -34,9 +34,9 @@ struct sim_device {
 };
 
 static const struct hmm_device_param sim_params[] = {
-	{ "coherent", HMM_PARAM_FLAG, "memory the CPU accesses in place (device-coherent)" },
-	{ "copy", HMM_PARAM_FLAG, "memory reachable only through the DMA queue (discrete card)" },
-	{ NULL, 0, NULL },
+	{ "coherent", HMM_PARAM_FLAG, "memory the CPU accesses in place (device-coherent)", NULL },
+	{ "copy", HMM_PARAM_FLAG, "memory reachable only through the DMA queue (discrete card)", NULL },
+	{ NULL, 0, NULL, NULL },
 };
 
 /* The three kinds of device memory HMM knows, one spec each. */

@@ -142,7 +142,14 @@ int hmm_device_info(struct hmm_device *dev, struct hmm_device_info *ret_info)
 	snprintf(info.kind, sizeof(info.kind), "%s", c->dev->kind);
 	info.index = c->index;
 	info.mem_total = c->dev->mem_bytes;
+	/*
+	 * Slots change hands with page states, under reg.lock: a thread whose
+	 * fault brought a page home may run before the fault thread has given
+	 * the slot back, and must not see it still in use.
+	 */
+	reg_lock();
 	info.mem_used = devmem_used(&c->mem) * PAGE_SIZE;
+	reg_unlock();
 	info.coherent = dev_coherent(c);
 	info.memory_model = memory_model(c);
 	rt_leave();

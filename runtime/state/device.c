@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -68,6 +69,31 @@ static int check_value(const struct hmm_device_param *p, const char *value)
 	return -EINVAL;
 }
 
+/*
+ * Options the spec leaves out take their default from the variable the
+ * backend names for them (UHMM_OPENCL_DEVICE...), checked as a spec value.
+ */
+static int env_defaults(const struct hmm_device_ops *ops, struct hmm_device_config *cfg)
+{
+	for (const struct hmm_device_param *p = ops->params; p && p->key; p++) {
+		const char *value = p->env ? getenv(p->env) : NULL;
+
+		if (!value || !*value || hmm_device_config_has(cfg, p->key))
+			continue;
+		if (p->type == HMM_PARAM_FLAG) {
+			if (strcmp(value, "1"))
+				continue; /* a flag's variable says 1 to set it */
+			value = NULL;
+		}
+		if (cfg->nparams == HMM_DEVICE_MAX_PARAMS || check_value(p, value))
+			return -EINVAL;
+		cfg->params[cfg->nparams].key = p->key;
+		cfg->params[cfg->nparams].value = value;
+		cfg->nparams++;
+	}
+	return 0;
+}
+
 /* Parse into cfg; strings point into buf. Nothing is opened. */
 static int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_ops,
 			  struct hmm_device_config *cfg, char *buf, size_t buflen)
@@ -122,6 +148,8 @@ static int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_op
 		cfg->nparams++;
 		opt_s = next;
 	}
+	if (env_defaults(ops, cfg))
+		return -EINVAL;
 	*ret_ops = ops;
 	return 0;
 }
