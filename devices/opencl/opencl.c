@@ -15,7 +15,16 @@
  * driver that allocates a buffer's storage lazily, on a thread of its own,
  * can then never place our device memory in memory the runtime manages.
  *
- *   opencl[:platform=P][,device=D][,mem=SIZE]
+ * A CPU device's memory is host memory, and its queue is served by the
+ * same worker threads that run its kernels. A kernel thread that touches a
+ * page placed on its own device would wait for a queue command that waits
+ * for a worker: so by default the transfers of a CPU device are copies to
+ * and from the memory under its buffers, done by the thread that asks
+ * (still device-private, still DMA-only to the runtime). "queue" forces
+ * the command queue, for devices that run no kernels meanwhile (and to
+ * test that path where the only device is a CPU).
+ *
+ *   opencl[:platform=P][,device=D][,queue][,mem=SIZE]
  * P and D are indices, as clinfo -l lists them; UHMM_OPENCL_PLATFORM and
  * UHMM_OPENCL_DEVICE give the defaults.
  *
@@ -51,6 +60,7 @@ struct ocl_device {
 	uint64_t chunk_bytes;
 	void *backing;              /* CPU devices: the memory under the buffers */
 	size_t backing_len;
+	bool direct;                /* transfers copy to and from backing */
 	pthread_mutex_t atomic_lock;    /* read-modify-write of device words */
 };
 
@@ -62,11 +72,13 @@ static const struct hmm_device_param ocl_params[] = {
 	  "UHMM_OPENCL_PLATFORM" },
 	{ "device", HMM_PARAM_UINT, "device index within the platform (0 when not given)",
 	  "UHMM_OPENCL_DEVICE" },
+	{ "queue", HMM_PARAM_FLAG, "a CPU device's transfers through its command queue too", NULL },
 	{ NULL, 0, NULL, NULL },
 };
 
 static const struct hmm_device_variant ocl_variants[] = {
 	{ "opencl", HMM_MEMORY_DMA_ONLY },
+	{ "opencl:queue", HMM_MEMORY_DMA_ONLY },
 	{ NULL, 0 },
 };
 
@@ -313,6 +325,7 @@ static int ocl_open(const struct hmm_device_config *cfg, struct hmm_device **ret
 	cl.GetDeviceInfo(id, CL_DEVICE_TYPE, sizeof(type), &type, NULL);
 	if (!err)
 		err = make_chunks(o, id, type & CL_DEVICE_TYPE_CPU);
+	o->direct = o->backing && !hmm_device_config_has(cfg, "queue");
 	if (err) {
 		ocl_free(o);
 		return err;
@@ -370,6 +383,21 @@ static cl_int enqueue(struct ocl_device *o, const struct hmm_dma_desc *d, cl_eve
 	return err;
 }
 
+/* A CPU device: the copy itself, on the thread that asks. */
+static int copy_direct(struct ocl_device *o, struct hmm_dma_desc *d)
+{
+	char *mem = (char *)o->backing + d->slot * PAGE;
+	size_t len = (size_t)d->npages * PAGE;
+
+	if (d->dir == HMM_DMA_TO_HOST)
+		memcpy(d->host, mem, len);
+	else if (d->host)
+		memcpy(mem, d->host, len);
+	else
+		memset(mem, 0, len);
+	return 0;
+}
+
 static bool failed(cl_event *ev, unsigned n)
 {
 	bool bad = false;
@@ -410,6 +438,8 @@ static int ocl_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigned 
 				d->status = -EINVAL;
 			else if (hmm_fault_should_fail(to_dev ? "dma_to_device" : "dma_to_host"))
 				d->status = -EIO;
+			else if (o->direct)
+				d->status = copy_direct(o, d);
 			else if (enqueue(o, d, ev, &nev) != CL_SUCCESS)
 				d->status = -EIO;
 			per[i - from] = nev - before;
@@ -440,6 +470,12 @@ static int ocl_mem_access(struct hmm_device *dev, uint64_t slot, size_t offset, 
 
 	if (offset + len > PAGE || (slot + 1) * PAGE > dev->mem_bytes)
 		return -EINVAL;
+	if (o->direct) {
+		char *p = (char *)o->backing + slot * PAGE + offset;
+
+		memcpy(write ? p : buf, write ? buf : p, len);
+		return 0;
+	}
 	m = locate(o, slot * PAGE + offset, &at, &room);
 	if (write)
 		err = cl.EnqueueWriteBuffer(o->queue, m, CL_TRUE, at, len, buf, 0, NULL, NULL);
@@ -459,8 +495,13 @@ static int ocl_mem_atomic_add(struct hmm_device *dev, uint64_t slot, size_t offs
 	uint64_t old, sum;
 	int err;
 
-	if (offset & 7)
+	if (offset & 7 || offset >= PAGE || (slot + 1) * PAGE > dev->mem_bytes)
 		return -EINVAL;
+	if (o->direct) {
+		*ret_old = __atomic_fetch_add((uint64_t *)((char *)o->backing + slot * PAGE + offset),
+					      value, __ATOMIC_SEQ_CST);
+		return 0;
+	}
 	pthread_mutex_lock(&o->atomic_lock);
 	err = ocl_mem_access(dev, slot, offset, &old, sizeof(old), false);
 	if (!err) {

@@ -3,7 +3,8 @@
 # usage: compare.sh NAME HOST_LIMIT COMMAND [ARGS...]
 #
 # Runs COMMAND natively, then under
-#   uhmm-run --device sim --host-limit HOST_LIMIT --chaos 5
+#   uhmm-run --device DEVICE --host-limit HOST_LIMIT --chaos 5
+# (DEVICE: $UHMM_COMPARE_DEVICE, sim when unset)
 # each time in a fresh directory. Passes when stdout and the exit status are
 # identical, and the runtime really was at work: pages went to the device
 # and came back, some were evicted (the limit was below the footprint), and
@@ -23,7 +24,8 @@ set +e
 (cd "$work/native" && "$@" >"$work/native.out")
 native_status=$?
 (cd "$work/uhmm" && UHMM_STATS=1 UHMM_STATS_FILE="$work/stats" \
-	"$UHMM_RUN" --device sim --host-limit "$limit" --chaos 5 "$@" >"$work/uhmm.out")
+	"$UHMM_RUN" --device "${UHMM_COMPARE_DEVICE:-sim}" --host-limit "$limit" --chaos 5 "$@" \
+	>"$work/uhmm.out")
 uhmm_status=$?
 set -e
 
