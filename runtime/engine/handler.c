@@ -167,12 +167,19 @@ static void park(uintptr_t addr, pid_t tid, bool retry)
 	STAT_ADD(parked_faults, 1);
 }
 
+/*
+ * The faulting thread may run on as soon as its page is in, before we
+ * leave: what it can read of this fault (page state, counters) is final
+ * before reg.lock goes, since readers of counters take it too.
+ */
 static enum fault_result serve(uintptr_t addr, uint64_t flags, pid_t tid)
 {
 	enum fault_result res = FAULT_DONE;
+	uint64_t t0 = now_ns();
 	struct range *r;
 	uint64_t *w;
 
+	STAT_ADD(cpu_faults, 1);
 	reg_lock();
 	w = reg_word(addr, &r);
 	if (!w)
@@ -183,6 +190,7 @@ static enum fault_result serve(uintptr_t addr, uint64_t flags, pid_t tid)
 		res = fault_missing(r, addr, tid, thread_is_internal(tid));
 	if (res == FAULT_PARK)
 		page_mark_parked(w);
+	STAT_ADD(fault_ns, now_ns() - t0);
 	reg_unlock();
 	return res;
 }
@@ -191,15 +199,10 @@ static void on_fault(const struct uffd_msg *m)
 {
 	uintptr_t addr = ALIGN_DOWN((uintptr_t)m->arg.pagefault.address, PAGE_SIZE);
 	pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
-	uint64_t t0 = now_ns();
-	enum fault_result res;
+	enum fault_result res = serve(addr, m->arg.pagefault.flags, tid);
 
-	/* Counted before serving: the faulting thread may look as soon as it wakes. */
-	STAT_ADD(cpu_faults, 1);
-	res = serve(addr, m->arg.pagefault.flags, tid);
 	if (res != FAULT_DONE)
 		park(addr, tid, res == FAULT_RETRY);
-	STAT_ADD(fault_ns, now_ns() - t0);
 }
 
 /*
