@@ -12,4 +12,7 @@ void report(const char *name, double value, const char *unit, double baseline, c
  */
 void bench_preload(const char *dir, bool quick);
 
+/* OpenCL: uhmm-bench-opencl's saxpy and launches, natively and under uhmm-run. */
+void bench_opencl(const char *dir, bool quick);
+
 #endif

@@ -331,6 +331,7 @@ int main(int argc, char **argv)
 		dir[n] = 0;
 		*strrchr(dir, '/') = 0;
 		bench_preload(dir, quick);
+		bench_opencl(dir, quick);
 	}
 	if ((c = hmm_init())) {
 		fprintf(stderr, "uhmm-bench: hmm_init: %s\n", strerror(-c));

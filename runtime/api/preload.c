@@ -40,6 +40,7 @@ __attribute__((constructor)) static void preload_init(void)
 		return;
 	pl.active = true;
 	heap_set_restart(start);
+	cl_layer_register();
 	start();
 }
 

@@ -419,6 +419,31 @@ static void meta_free_block(void *p)
 	rt_self.in_alloc--;
 }
 
+/*
+ * The allocation of the managed heap that starts at p, or (small ones) the
+ * size class holding p: [*ret_start, *ret_start + *ret_len). jemalloc knows
+ * large allocations by their first and last pages only, so an interior
+ * pointer into one gives -ENOENT, as any pointer outside the heap does.
+ */
+int heap_extent(const void *p, uintptr_t *ret_start, size_t *ret_len)
+{
+	unsigned arena;
+	size_t sz = sizeof(arena), len;
+	int err;
+
+	if (!heap.ready || !heap_app_owns(p))
+		return -ENOENT;
+	rt_self.in_alloc++;
+	err = mallctl("arenas.lookup", &arena, &sz, &p, sizeof(p));
+	len = err ? 0 : sallocx((void *)p, 0);
+	rt_self.in_alloc--;
+	if (err || !len)
+		return -ENOENT;
+	*ret_start = (uintptr_t)p;
+	*ret_len = len;
+	return 0;
+}
+
 /* reg.lock held: committed heap chunks join the registry. */
 static void sync_registry(void)
 {

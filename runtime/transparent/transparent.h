@@ -34,6 +34,7 @@ int heap_meta_flags(void);          /* mallocx flags of the unmanaged pool */
 /* A thread's first managed allocation: an arena of its own, and a restart if due. */
 void heap_bind_thread(void);
 void heap_fork_child(void);
+int heap_extent(const void *p, uintptr_t *ret_start, size_t *ret_len);
 /*
  * A child of fork starts without the runtime; it starts it again on its
  * first managed allocation or mapping. api/preload.c says how, and when.
@@ -41,6 +42,17 @@ void heap_fork_child(void);
 void heap_set_restart(void (*start)(void));
 void heap_request_restart(void);
 void heap_restart_if_requested(void);
+
+/* ---- cl_layer.c: ordinary pointers in OpenCL kernels ----------------------- */
+
+#if UHMM_HAVE_OPENCL_LAYER
+/* Under uhmm: become an ocl-icd layer before the program's first OpenCL call. */
+void cl_layer_register(void);
+#else
+static inline void cl_layer_register(void)
+{
+}
+#endif
 
 /* ---- intercept.c: CPU-side mapping changes we must see first -------------- */
 

@@ -1,0 +1,789 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The OpenCL layer: ordinary pointers in kernels on any device. ocl-icd
+ * loads the libraries named in OPENCL_LAYERS and calls their clInitLayer
+ * with the driver's dispatch table; ours registers itself when the process
+ * runs under uhmm (cl_layer_register), keeps the driver's table, and hands
+ * back one with a few entries of its own. It sees what kernels are given
+ * (pointer arguments, buffers, the exec info), every launch, and the points
+ * where the host waits for the device.
+ *
+ * How a device is served depends on what it offers (or UHMM_OPENCL_SVM):
+ *   system  the device reads host memory in place (fine-grain system SVM,
+ *           or a CPU device: its memory is host memory). Before a launch the
+ *           pages a kernel is given come home in batches, so the device
+ *           does not fault on them one by one (a GPU cannot wait for the
+ *           fault thread at all); pages it reaches through pointers stored
+ *           in memory are served as they are touched, where the device can.
+ *   buffer  no shared virtual memory. A pointer argument becomes a buffer
+ *           holding the allocation it points into, copied in at the launch
+ *           and back when the host next waits for the device (clFinish,
+ *           clWaitForEvents): only bytes the kernel changed are written
+ *           back, so the host's other writes stand. A kernel that follows
+ *           pointers stored in memory cannot work this way, and its launch
+ *           is refused with a message saying so.
+ *   coarse  coarse-grain SVM only: served as buffer, for now (see README).
+ */
+#define CL_TARGET_OPENCL_VERSION 300
+#include <CL/cl_layer.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transparent.h"
+
+#ifndef UHMM_SANITIZED
+
+enum cl_mode { MODE_SYSTEM, MODE_COARSE, MODE_BUFFER };
+
+static const char *const mode_names[] = { "system", "coarse", "buffer" };
+
+/* The driver's entries, which we call; ours, which the loader calls. */
+static struct _cl_icd_dispatch next, ours;
+
+#define MAX_ARGS 64
+#define BUCKETS 256
+
+/* What a kernel has been given, as far as memory goes. */
+struct kernel_state {
+	struct kernel_state *chain;
+	cl_kernel kernel;
+	const void *svm[MAX_ARGS];      /* pointer arguments, by index */
+	bool fine_grain_system;         /* exec info: it may follow any pointer */
+	const void **svm_ptrs;          /* exec info: allocations it reaches */
+	unsigned nsvm_ptrs;
+};
+
+/* A buffer standing in for a pointer argument until the host waits. */
+struct stand_in {
+	struct stand_in *next;
+	cl_command_queue queue;
+	cl_event done;
+	cl_mem buf;
+	char *host;
+	size_t len;
+	char *snapshot;                 /* the host's bytes at the launch */
+	bool read_only;                 /* every kernel given it declares it const */
+};
+
+static struct {
+	pthread_mutex_t lock;           /* all of the below */
+	struct kernel_state *buckets[BUCKETS];
+	struct {
+		cl_device_id device;
+		enum cl_mode mode;
+	} modes[16];
+	unsigned nmodes;
+	struct stand_in *pending;
+} layer = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* ---- bookkeeping: layer.lock held ---------------------------------------- */
+
+static struct kernel_state **bucket(cl_kernel k)
+{
+	return &layer.buckets[((uintptr_t)k >> 4) % BUCKETS];
+}
+
+static struct kernel_state *state_of(cl_kernel k, bool create)
+{
+	struct kernel_state *s;
+
+	for (s = *bucket(k); s; s = s->chain)
+		if (s->kernel == k)
+			return s;
+	if (!create || !(s = meta_alloc(sizeof(*s))))
+		return NULL;
+	s->kernel = k;
+	s->chain = *bucket(k);
+	*bucket(k) = s;
+	return s;
+}
+
+static void state_drop(cl_kernel k)
+{
+	for (struct kernel_state **p = bucket(k); *p; p = &(*p)->chain) {
+		struct kernel_state *s = *p;
+
+		if (s->kernel == k) {
+			*p = s->chain;
+			meta_free(s->svm_ptrs, s->nsvm_ptrs * sizeof(*s->svm_ptrs));
+			meta_free(s, sizeof(*s));
+			return;
+		}
+	}
+}
+
+static enum cl_mode mode_from_env(bool *ret_forced)
+{
+	const char *e = getenv("UHMM_OPENCL_SVM");
+
+	*ret_forced = true;
+	if (e && !strcmp(e, "system"))
+		return MODE_SYSTEM;
+	if (e && !strcmp(e, "coarse"))
+		return MODE_COARSE;
+	if (e && !strcmp(e, "buffer"))
+		return MODE_BUFFER;
+	if (e && *e)
+		log_warn("UHMM_OPENCL_SVM=%s: expected system, coarse or buffer", e);
+	*ret_forced = false;
+	return MODE_SYSTEM;
+}
+
+/* What the device offers decides, unless UHMM_OPENCL_SVM does. */
+static enum cl_mode device_mode(cl_device_id d)
+{
+	cl_device_svm_capabilities svm = 0;
+	cl_device_type type = 0;
+	cl_bool unified = CL_FALSE;
+	enum cl_mode mode;
+	bool forced;
+
+	for (unsigned i = 0; i < layer.nmodes; i++)
+		if (layer.modes[i].device == d)
+			return layer.modes[i].mode;
+	mode = mode_from_env(&forced);
+	if (!forced) {
+		next.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
+		next.clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, NULL);
+		next.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
+		if ((svm & CL_DEVICE_SVM_FINE_GRAIN_SYSTEM) || ((type & CL_DEVICE_TYPE_CPU) && unified))
+			mode = MODE_SYSTEM;
+		else if (svm & CL_DEVICE_SVM_COARSE_GRAIN_BUFFER)
+			mode = MODE_COARSE;
+		else
+			mode = MODE_BUFFER;
+	}
+	if (layer.nmodes < ARRAY_SIZE(layer.modes))
+		layer.modes[layer.nmodes++] = (typeof(layer.modes[0])){ d, mode };
+	log_info("opencl: device %p served in %s mode", (void *)d, mode_names[mode]);
+	return mode;
+}
+
+/* ---- what a pointer points into ------------------------------------------ */
+
+/*
+ * The memory a pointer argument stands for: the heap allocation it starts
+ * (or, for small ones, the size class holding it), else the rest of its
+ * mapping. -ENOENT: no memory there at all.
+ */
+static int extent_of(const void *p, uintptr_t *ret_start, size_t *ret_len)
+{
+	struct vma v;
+
+	if (!heap_extent(p, ret_start, ret_len))
+		return 0;
+	if (vma_query((uintptr_t)p, &v))
+		return -ENOENT;
+	*ret_start = (uintptr_t)p;
+	*ret_len = v.end - (uintptr_t)p;
+	return 0;
+}
+
+/*
+ * System mode: what the kernel is given comes home in batches before it
+ * runs (nothing to do, and no cost but a look, when it is home already).
+ */
+static void bring_home(const void *p)
+{
+	uintptr_t start;
+	size_t len;
+	struct mig_result res;
+
+	if (!p || extent_of(p, &start, &len) || !rt_hold())
+		return;
+	mig_home(ALIGN_DOWN(start, PAGE_SIZE), ALIGN_UP(start + len, PAGE_SIZE), NULL, &res);
+	rt_leave();
+}
+
+/* ---- buffer mode ------------------------------------------------------------ */
+
+/*
+ * Only what the kernel changed goes back, so the host's other writes stand:
+ * a page the kernel left alone is not touched (nor dirtied); one the host
+ * left alone since the launch takes the kernel's page whole; one both
+ * wrote takes the kernel's words where they differ from the launch.
+ */
+static void write_back(const struct stand_in *s, const char *device)
+{
+	for (size_t at = 0; at < s->len;) {
+		size_t n = MIN(PAGE_SIZE - ((uintptr_t)(s->host + at) & (PAGE_SIZE - 1)), s->len - at);
+		const char *dev = device + at, *snap = s->snapshot + at;
+		char *host = s->host + at;
+
+		at += n;
+		if (!memcmp(dev, snap, n))
+			continue;
+		if (!memcmp(host, snap, n)) {
+			memcpy(host, dev, n);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (dev[i] != snap[i])
+				host[i] = dev[i];
+	}
+}
+
+static void free_stand_in(struct stand_in *s)
+{
+	if (s->done)
+		next.clReleaseEvent(s->done);
+	next.clReleaseMemObject(s->buf);
+	next.clReleaseCommandQueue(s->queue);
+	meta_free(s->snapshot, s->len);
+	meta_free(s, sizeof(*s));
+}
+
+/* Wait for the stand-in's kernel, copy back what it changed, and let it go. */
+static void settle_one(struct stand_in *s)
+{
+	char *device = s->read_only ? NULL : meta_alloc(s->len);
+
+	next.clWaitForEvents(1, &s->done);
+	if (s->read_only)
+		; /* nothing to bring back */
+	else if (device && next.clEnqueueReadBuffer(s->queue, s->buf, CL_TRUE, 0, s->len, device, 0,
+						    NULL, NULL) == CL_SUCCESS)
+		write_back(s, device);
+	else
+		log_err("opencl: cannot read back %zu bytes at %p: the kernel's writes there are lost",
+			s->len, (void *)s->host);
+	meta_free(device, s->len);
+	free_stand_in(s);
+}
+
+/* layer.lock held: copy back what the kernels behind stand-ins wrote. */
+static void settle(bool (*which)(const struct stand_in *s, const void *arg), const void *arg)
+{
+	for (struct stand_in **p = &layer.pending; *p;) {
+		struct stand_in *s = *p;
+
+		if (!which(s, arg)) {
+			p = &s->next;
+			continue;
+		}
+		*p = s->next;
+		settle_one(s);
+	}
+}
+
+/*
+ * layer.lock held. Before a new stand-in for [start, start + len) on q:
+ * one still pending for the same allocation on the same (in-order) queue
+ * is handed over, so the next kernel sees what the last one wrote without
+ * a trip through the host; one that overlaps otherwise is settled first.
+ */
+static struct stand_in *take_over(cl_command_queue q, uintptr_t start, size_t len)
+{
+	struct stand_in *found = NULL;
+
+	for (struct stand_in **p = &layer.pending; *p;) {
+		struct stand_in *s = *p;
+		uintptr_t h = (uintptr_t)s->host;
+
+		if (h >= start + len || h + s->len <= start) {
+			p = &s->next;
+			continue;
+		}
+		*p = s->next;
+		if (!found && h == start && s->len == len && s->queue == q) {
+			found = s; /* keeps its event until the new launch is in */
+		} else {
+			settle_one(s);
+		}
+	}
+	return found;
+}
+
+static bool on_queue(const struct stand_in *s, const void *q)
+{
+	return s->queue == (cl_command_queue)q;
+}
+
+static bool any(const struct stand_in *s, const void *arg)
+{
+	(void)s, (void)arg;
+	return true;
+}
+
+/* The kernel declares argument i const: it cannot change what it points to. */
+static bool arg_is_const(cl_kernel k, cl_uint i)
+{
+	cl_kernel_arg_type_qualifier q = 0;
+
+	return next.clGetKernelArgInfo &&
+	       next.clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_QUALIFIER, sizeof(q), &q, NULL) ==
+		       CL_SUCCESS &&
+	       (q & CL_KERNEL_ARG_TYPE_CONST);
+}
+
+/*
+ * A buffer for pointer argument i of k, holding its allocation; the kernel
+ * gets the buffer. The stand-in joins *list once the launch is enqueued.
+ */
+static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const void *p,
+			   struct stand_in **list)
+{
+	cl_context ctx = NULL;
+	struct stand_in *s;
+	uintptr_t start;
+	size_t len;
+	cl_int err;
+
+	if (extent_of(p, &start, &len) || start != (uintptr_t)p) {
+		log_err("opencl: kernel argument %u is %p, which is not the start of an allocation: "
+			"without shared virtual memory its size cannot be known", i, p);
+		return CL_INVALID_ARG_VALUE;
+	}
+	s = take_over(q, start, len);
+	if (s) {
+		s->read_only &= arg_is_const(k, i);
+		err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
+		goto out;
+	}
+	next.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
+	s = meta_alloc(sizeof(*s));
+	if (!s || !(s->snapshot = meta_alloc(len))) {
+		meta_free(s, sizeof(*s));
+		return CL_OUT_OF_HOST_MEMORY;
+	}
+	s->host = (char *)p;
+	s->len = len;
+	s->read_only = arg_is_const(k, i);
+	memcpy(s->snapshot, p, len);
+	s->buf = next.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len, s->snapshot,
+				     &err);
+	if (err != CL_SUCCESS) {
+		meta_free(s->snapshot, len);
+		meta_free(s, sizeof(*s));
+		return err;
+	}
+	next.clRetainCommandQueue(q);
+	s->queue = q;
+	err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
+out:
+	/* On the list even on error: the caller lets go of the whole list. */
+	s->next = *list;
+	*list = s;
+	return err;
+}
+
+/*
+ * A launch that did not happen: its new stand-ins go; one handed over from
+ * an earlier launch still holds that launch's results, which come back now.
+ */
+static void drop_stand_ins(struct stand_in *list)
+{
+	while (list) {
+		struct stand_in *s = list;
+
+		list = s->next;
+		if (s->done)
+			settle_one(s); /* handed over: its earlier kernel's writes come back */
+		else
+			free_stand_in(s);
+	}
+}
+
+/* ---- the entries we take ------------------------------------------------- */
+
+static cl_int CL_API_CALL set_arg_svm(cl_kernel k, cl_uint i, const void *p)
+{
+	cl_int err = next.clSetKernelArgSVMPointer(k, i, p);
+
+	if (err == CL_SUCCESS && i < MAX_ARGS) {
+		struct kernel_state *s;
+
+		pthread_mutex_lock(&layer.lock);
+		if ((s = state_of(k, true)))
+			s->svm[i] = p;
+		pthread_mutex_unlock(&layer.lock);
+	}
+	return err;
+}
+
+/* A plain argument replaces a pointer one at the same index. */
+static cl_int CL_API_CALL set_arg(cl_kernel k, cl_uint i, size_t size, const void *value)
+{
+	cl_int err = next.clSetKernelArg(k, i, size, value);
+
+	if (err == CL_SUCCESS && i < MAX_ARGS) {
+		struct kernel_state *s;
+
+		pthread_mutex_lock(&layer.lock);
+		if ((s = state_of(k, false)))
+			s->svm[i] = NULL;
+		pthread_mutex_unlock(&layer.lock);
+	}
+	return err;
+}
+
+static cl_int CL_API_CALL set_exec_info(cl_kernel k, cl_kernel_exec_info name, size_t size,
+					const void *value)
+{
+	cl_int err = next.clSetKernelExecInfo(k, name, size, value);
+	struct kernel_state *s;
+
+	if (err != CL_SUCCESS)
+		return err;
+	pthread_mutex_lock(&layer.lock);
+	s = state_of(k, true);
+	if (s && name == CL_KERNEL_EXEC_INFO_SVM_FINE_GRAIN_SYSTEM && size == sizeof(cl_bool))
+		s->fine_grain_system = *(const cl_bool *)value;
+	if (s && name == CL_KERNEL_EXEC_INFO_SVM_PTRS) {
+		unsigned n = (unsigned)(size / sizeof(void *));
+		const void **v = meta_alloc(n * sizeof(*v) + 1);
+
+		if (v) {
+			memcpy(v, value, n * sizeof(*v));
+			meta_free(s->svm_ptrs, s->nsvm_ptrs * sizeof(*s->svm_ptrs));
+			s->svm_ptrs = v;
+			s->nsvm_ptrs = n;
+		}
+	}
+	pthread_mutex_unlock(&layer.lock);
+	return err;
+}
+
+static cl_int CL_API_CALL release_kernel(cl_kernel k)
+{
+	cl_uint refs = 0;
+
+	next.clGetKernelInfo(k, CL_KERNEL_REFERENCE_COUNT, sizeof(refs), &refs, NULL);
+	if (refs == 1) {
+		pthread_mutex_lock(&layer.lock);
+		state_drop(k);
+		pthread_mutex_unlock(&layer.lock);
+	}
+	return next.clReleaseKernel(k);
+}
+
+/* layer.lock held: the launch's memory made ready for its mode. */
+static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_list)
+{
+	struct kernel_state *s = state_of(k, false);
+	cl_device_id d = NULL;
+	enum cl_mode mode;
+
+	*ret_list = NULL;
+	if (!s)
+		return CL_SUCCESS;
+	next.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
+	mode = device_mode(d);
+	if (mode == MODE_SYSTEM) {
+		for (unsigned i = 0; i < MAX_ARGS; i++)
+			bring_home(s->svm[i]);
+		for (unsigned i = 0; i < s->nsvm_ptrs; i++)
+			bring_home(s->svm_ptrs[i]);
+		return CL_SUCCESS;
+	}
+	if (s->fine_grain_system || s->nsvm_ptrs) {
+		char name[128] = "?";
+
+		next.clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL);
+		log_err("opencl: kernel %s follows pointers stored in memory (its exec info says so), "
+			"which this device cannot do without shared virtual memory (%s mode): "
+			"launch refused", name, mode_names[mode]);
+		return CL_INVALID_OPERATION;
+	}
+	for (unsigned i = 0; i < MAX_ARGS; i++) {
+		cl_int err;
+
+		if (!s->svm[i])
+			continue;
+		err = stand_in_for(q, k, i, s->svm[i], ret_list);
+		if (err != CL_SUCCESS) {
+			drop_stand_ins(*ret_list);
+			*ret_list = NULL;
+			return err;
+		}
+	}
+	return CL_SUCCESS;
+}
+
+/* layer.lock held: the kernel's pointer arguments again, for its next launch. */
+static void restore_args(cl_kernel k, struct stand_in *list)
+{
+	struct kernel_state *s = state_of(k, false);
+
+	for (unsigned i = 0; s && list && i < MAX_ARGS; i++)
+		if (s->svm[i])
+			next.clSetKernelArgSVMPointer(k, i, s->svm[i]);
+}
+
+typedef cl_int (*enqueue_fn)(cl_command_queue q, cl_kernel k, cl_event *ev, const void *arg);
+
+/* Every launch: prepare, enqueue, and for stand-ins remember when to settle. */
+static cl_int launch(cl_command_queue q, cl_kernel k, cl_event *user_event, enqueue_fn enqueue,
+		     const void *arg)
+{
+	struct stand_in *list;
+	cl_event ev = NULL;
+	cl_int err;
+
+	pthread_mutex_lock(&layer.lock);
+	err = prepare(q, k, &list);
+	if (err != CL_SUCCESS) {
+		pthread_mutex_unlock(&layer.lock);
+		return err;
+	}
+	err = enqueue(q, k, list ? &ev : user_event, arg);
+	restore_args(k, list);
+	if (err != CL_SUCCESS) {
+		drop_stand_ins(list);
+		pthread_mutex_unlock(&layer.lock);
+		return err;
+	}
+	while (list) {
+		struct stand_in *s = list;
+
+		list = s->next;
+		if (s->done)
+			next.clReleaseEvent(s->done); /* an in-order queue: the new launch ends last */
+		next.clRetainEvent(ev);
+		s->done = ev;
+		s->next = layer.pending;
+		layer.pending = s;
+	}
+	pthread_mutex_unlock(&layer.lock);
+	if (ev) {
+		if (user_event)
+			*user_event = ev;
+		else
+			next.clReleaseEvent(ev);
+	}
+	return CL_SUCCESS;
+}
+
+struct ndrange {
+	cl_uint dim;
+	const size_t *offset, *global, *local;
+	cl_uint nwait;
+	const cl_event *wait;
+};
+
+static cl_int enqueue_ndrange(cl_command_queue q, cl_kernel k, cl_event *ev, const void *arg)
+{
+	const struct ndrange *r = arg;
+
+	return next.clEnqueueNDRangeKernel(q, k, r->dim, r->offset, r->global, r->local, r->nwait,
+					   r->wait, ev);
+}
+
+static cl_int CL_API_CALL enqueue_ndrange_kernel(cl_command_queue q, cl_kernel k, cl_uint dim,
+						  const size_t *offset, const size_t *global,
+						  const size_t *local, cl_uint nwait,
+						  const cl_event *wait, cl_event *ev)
+{
+	struct ndrange r = { dim, offset, global, local, nwait, wait };
+
+	return launch(q, k, ev, enqueue_ndrange, &r);
+}
+
+static cl_int CL_API_CALL enqueue_task(cl_command_queue q, cl_kernel k, cl_uint nwait,
+				       const cl_event *wait, cl_event *ev)
+{
+	static const size_t one = 1;
+	struct ndrange r = { 1, NULL, &one, &one, nwait, wait };
+
+	return launch(q, k, ev, enqueue_ndrange, &r);
+}
+
+/* The host waits for the device: what stand-ins hold comes back first. */
+static cl_int CL_API_CALL finish(cl_command_queue q)
+{
+	cl_int err = next.clFinish(q);
+
+	pthread_mutex_lock(&layer.lock);
+	settle(on_queue, q);
+	pthread_mutex_unlock(&layer.lock);
+	return err;
+}
+
+static cl_int CL_API_CALL wait_for_events(cl_uint n, const cl_event *events)
+{
+	cl_int err = next.clWaitForEvents(n, events);
+
+	/* Which launch an event belongs to is the driver's business: settle all. */
+	pthread_mutex_lock(&layer.lock);
+	settle(any, NULL);
+	pthread_mutex_unlock(&layer.lock);
+	return err;
+}
+
+/*
+ * Blocking commands are waits too: on an in-order queue, the launches before
+ * them are done when they return, and a program may read its memory then.
+ */
+static void settle_queue(cl_command_queue q)
+{
+	pthread_mutex_lock(&layer.lock);
+	settle(on_queue, q);
+	pthread_mutex_unlock(&layer.lock);
+}
+
+static cl_int CL_API_CALL read_buffer(cl_command_queue q, cl_mem m, cl_bool blocking, size_t off,
+				      size_t size, void *ptr, cl_uint nwait, const cl_event *wait,
+				      cl_event *ev)
+{
+	cl_int err = next.clEnqueueReadBuffer(q, m, blocking, off, size, ptr, nwait, wait, ev);
+
+	if (blocking && err == CL_SUCCESS)
+		settle_queue(q);
+	return err;
+}
+
+static void *CL_API_CALL map_buffer(cl_command_queue q, cl_mem m, cl_bool blocking,
+				    cl_map_flags flags, size_t off, size_t size, cl_uint nwait,
+				    const cl_event *wait, cl_event *ev, cl_int *ret_err)
+{
+	cl_int err;
+	void *p = next.clEnqueueMapBuffer(q, m, blocking, flags, off, size, nwait, wait, ev, &err);
+
+	if (blocking && err == CL_SUCCESS)
+		settle_queue(q);
+	if (ret_err)
+		*ret_err = err;
+	return p;
+}
+
+static cl_int CL_API_CALL svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst,
+				     const void *src, size_t size, cl_uint nwait,
+				     const cl_event *wait, cl_event *ev)
+{
+	cl_int err = next.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
+
+	if (blocking && err == CL_SUCCESS)
+		settle_queue(q);
+	return err;
+}
+
+static cl_int CL_API_CALL svm_map(cl_command_queue q, cl_bool blocking, cl_map_flags flags,
+				  void *p, size_t size, cl_uint nwait, const cl_event *wait,
+				  cl_event *ev)
+{
+	cl_int err = next.clEnqueueSVMMap(q, blocking, flags, p, size, nwait, wait, ev);
+
+	if (blocking && err == CL_SUCCESS)
+		settle_queue(q);
+	return err;
+}
+
+/* Extension entries come back as ours where we have one of that name. */
+static void *ours_by_name(const char *name, void *theirs)
+{
+	static const struct {
+		const char *name;
+		void *fn;
+	} table[] = {
+		{ "clSetKernelArgSVMPointer", (void *)set_arg_svm },
+		{ "clSetKernelExecInfo", (void *)set_exec_info },
+		{ "clEnqueueNDRangeKernel", (void *)enqueue_ndrange_kernel },
+	};
+
+	for (size_t i = 0; name && theirs && i < ARRAY_SIZE(table); i++)
+		if (!strcmp(name, table[i].name))
+			return table[i].fn;
+	return theirs;
+}
+
+static void *CL_API_CALL get_extension_address(const char *name)
+{
+	return ours_by_name(name, next.clGetExtensionFunctionAddress(name));
+}
+
+static void *CL_API_CALL get_extension_address_for_platform(cl_platform_id p, const char *name)
+{
+	return ours_by_name(name, next.clGetExtensionFunctionAddressForPlatform(p, name));
+}
+
+/* ---- the layer's own entry points ----------------------------------------- */
+
+UHMM_INTERPOSE cl_int clGetLayerInfo(cl_layer_info name, size_t size, void *value,
+				     size_t *size_ret)
+{
+	static const char layer_name[] = "uhmm: ordinary pointers in kernels";
+	const void *src;
+	size_t n;
+	cl_layer_api_version version = CL_LAYER_API_VERSION_100;
+
+	switch (name) {
+	case CL_LAYER_API_VERSION:
+		src = &version;
+		n = sizeof(version);
+		break;
+	case CL_LAYER_NAME:
+		src = layer_name;
+		n = sizeof(layer_name);
+		break;
+	default:
+		return CL_INVALID_VALUE;
+	}
+	if (value && size < n)
+		return CL_INVALID_VALUE;
+	if (value)
+		memcpy(value, src, n);
+	if (size_ret)
+		*size_ret = n;
+	return CL_SUCCESS;
+}
+
+UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_dispatch *target,
+				  cl_uint *num_entries_ret,
+				  const struct _cl_icd_dispatch **layer_dispatch_ret)
+{
+	size_t have = num_entries * sizeof(void *);
+
+	if (!target || !num_entries_ret || !layer_dispatch_ret)
+		return CL_INVALID_VALUE;
+	/* A loader that knows fewer entries than we do: the rest stay NULL. */
+	memcpy(&next, target, MIN(have, sizeof(next)));
+	ours = next;
+	ours.clSetKernelArgSVMPointer = set_arg_svm;
+	ours.clSetKernelArg = set_arg;
+	ours.clSetKernelExecInfo = set_exec_info;
+	ours.clReleaseKernel = release_kernel;
+	ours.clEnqueueNDRangeKernel = enqueue_ndrange_kernel;
+	ours.clEnqueueTask = enqueue_task;
+	ours.clFinish = finish;
+	ours.clWaitForEvents = wait_for_events;
+	ours.clEnqueueReadBuffer = read_buffer;
+	ours.clEnqueueMapBuffer = map_buffer;
+	ours.clEnqueueSVMMemcpy = svm_memcpy;
+	ours.clEnqueueSVMMap = svm_map;
+	ours.clGetExtensionFunctionAddress = get_extension_address;
+	ours.clGetExtensionFunctionAddressForPlatform = get_extension_address_for_platform;
+	*num_entries_ret = (cl_uint)MIN(num_entries, sizeof(ours) / sizeof(void *));
+	*layer_dispatch_ret = &ours;
+	return CL_SUCCESS;
+}
+
+/*
+ * Under uhmm: name ourselves first in OPENCL_LAYERS, before the program's
+ * first OpenCL call makes the loader read it. UHMM_OPENCL_LAYER=0 leaves
+ * OpenCL alone.
+ */
+void cl_layer_register(void)
+{
+	const char *off = getenv("UHMM_OPENCL_LAYER"), *old = getenv("OPENCL_LAYERS");
+	char value[4096];
+	Dl_info self;
+
+	if ((off && !strcmp(off, "0")) || !dladdr((void *)clInitLayer, &self) || !self.dli_fname)
+		return;
+	if (old && strstr(old, self.dli_fname))
+		return;
+	snprintf(value, sizeof(value), "%s%s%s", self.dli_fname, old && *old ? ":" : "",
+		 old && *old ? old : "");
+	setenv("OPENCL_LAYERS", value, 1);
+}
+
+#else
+
+void cl_layer_register(void)
+{
+}
+
+#endif /* UHMM_SANITIZED */
