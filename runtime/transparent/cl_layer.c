@@ -158,7 +158,14 @@ static enum cl_mode device_mode(cl_device_id d)
 	}
 	if (layer.nmodes < ARRAY_SIZE(layer.modes))
 		layer.modes[layer.nmodes++] = (typeof(layer.modes[0])){ d, mode };
-	log_info("opencl: device %p served in %s mode", (void *)d, mode_names[mode]);
+	if (opt.log_level >= LOG_INFO) {
+		char name[128] = "?";
+
+		next.clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof(name), name, NULL);
+		next.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
+		log_info("opencl: %s (SVM capabilities 0x%llx) served in %s mode", name,
+			 (unsigned long long)svm, mode_names[mode]);
+	}
 	return mode;
 }
 
@@ -363,6 +370,8 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 	next.clRetainCommandQueue(q);
 	s->queue = q;
 	err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
+	log_debug("opencl: argument %u (%p, %zu bytes) stands in as buffer %p: %d", i, p, len,
+		  (void *)s->buf, err);
 out:
 	/* On the list even on error: the caller lets go of the whole list. */
 	s->next = *list;
@@ -389,10 +398,36 @@ static void drop_stand_ins(struct stand_in *list)
 
 /* ---- the entries we take ------------------------------------------------- */
 
+/*
+ * Whether the devices a kernel can run on read host memory in place: only
+ * then does the driver see its pointer arguments. A driver without shared
+ * virtual memory may refuse the kernel's next launch over a pointer it
+ * was given once (NVIDIA's does, even after the argument is set again as
+ * a buffer), so it never sees them: the stand-ins are set at the launch.
+ */
+static bool driver_takes_pointers(cl_kernel k)
+{
+	cl_context ctx = NULL;
+	cl_device_id devices[16];
+	size_t size = 0;
+	bool system = true;
+
+	if (next.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS ||
+	    next.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices, &size) != CL_SUCCESS)
+		return true;
+	pthread_mutex_lock(&layer.lock);
+	for (size_t i = 0; i < size / sizeof(devices[0]); i++)
+		system &= device_mode(devices[i]) == MODE_SYSTEM;
+	pthread_mutex_unlock(&layer.lock);
+	return system;
+}
+
 static cl_int CL_API_CALL set_arg_svm(cl_kernel k, cl_uint i, const void *p)
 {
-	cl_int err = next.clSetKernelArgSVMPointer(k, i, p);
+	cl_int err = CL_SUCCESS;
 
+	if (driver_takes_pointers(k) || i >= MAX_ARGS)
+		err = next.clSetKernelArgSVMPointer(k, i, p);
 	if (err == CL_SUCCESS && i < MAX_ARGS) {
 		struct kernel_state *s;
 
@@ -472,6 +507,7 @@ static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_lis
 		return CL_SUCCESS;
 	next.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
 	mode = device_mode(d);
+	log_debug("opencl: launch of kernel %p in %s mode", (void *)k, mode_names[mode]);
 	if (mode == MODE_SYSTEM) {
 		for (unsigned i = 0; i < MAX_ARGS; i++)
 			bring_home(s->svm[i]);
@@ -503,16 +539,6 @@ static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_lis
 	return CL_SUCCESS;
 }
 
-/* layer.lock held: the kernel's pointer arguments again, for its next launch. */
-static void restore_args(cl_kernel k, struct stand_in *list)
-{
-	struct kernel_state *s = state_of(k, false);
-
-	for (unsigned i = 0; s && list && i < MAX_ARGS; i++)
-		if (s->svm[i])
-			next.clSetKernelArgSVMPointer(k, i, s->svm[i]);
-}
-
 typedef cl_int (*enqueue_fn)(cl_command_queue q, cl_kernel k, cl_event *ev, const void *arg);
 
 /* Every launch: prepare, enqueue, and for stand-ins remember when to settle. */
@@ -529,8 +555,10 @@ static cl_int launch(cl_command_queue q, cl_kernel k, cl_event *user_event, enqu
 		pthread_mutex_unlock(&layer.lock);
 		return err;
 	}
+	/* Stand-ins stay the kernel's arguments: its next launch sets new ones. */
 	err = enqueue(q, k, list ? &ev : user_event, arg);
-	restore_args(k, list);
+	if (err != CL_SUCCESS)
+		log_debug("opencl: the driver refused a launch of kernel %p: %d", (void *)k, err);
 	if (err != CL_SUCCESS) {
 		drop_stand_ins(list);
 		pthread_mutex_unlock(&layer.lock);

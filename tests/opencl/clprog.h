@@ -41,7 +41,7 @@ static inline void cl_setup(struct cl *c, const char *source)
 	CL_CHECK(err);
 	c->program = clCreateProgramWithSource(c->ctx, 1, &source, NULL, &err);
 	CL_CHECK(err);
-	err = clBuildProgram(c->program, 1, &c->device, "-cl-std=CL2.0", NULL, NULL);
+	err = clBuildProgram(c->program, 1, &c->device, NULL, NULL, NULL);
 	if (err != CL_SUCCESS) {
 		char log[4096] = "";
 
