@@ -233,31 +233,82 @@ static void write_back(const struct stand_in *s, const char *device)
 	}
 }
 
+/*
+ * One snapshot's memory is kept for the next launch (up to a cap): a
+ * program launching the same kernels again finds it touched already.
+ * layer.lock held.
+ */
+#define SNAPSHOT_CACHE_MAX (256ul << 20)
+
+static struct {
+	char *mem;
+	size_t len;
+} spare;
+
+static char *snapshot_alloc(size_t len)
+{
+	char *p;
+
+	if (spare.mem && spare.len == len) {
+		p = spare.mem;
+		spare.mem = NULL;
+		return p;
+	}
+	return meta_alloc(len);
+}
+
+static void snapshot_free(char *p, size_t len)
+{
+	if (!p)
+		return;
+	if (len <= SNAPSHOT_CACHE_MAX && (!spare.mem || spare.len < len)) {
+		meta_free(spare.mem, spare.len);
+		spare.mem = p;
+		spare.len = len;
+		return;
+	}
+	meta_free(p, len);
+}
+
 static void free_stand_in(struct stand_in *s)
 {
 	if (s->done)
 		next.clReleaseEvent(s->done);
 	next.clReleaseMemObject(s->buf);
 	next.clReleaseCommandQueue(s->queue);
-	meta_free(s->snapshot, s->len);
+	snapshot_free(s->snapshot, s->len);
 	meta_free(s, sizeof(*s));
 }
 
-/* Wait for the stand-in's kernel, copy back what it changed, and let it go. */
+#define BOUNCE_SIZE (4ul << 20)
+
+/*
+ * Wait for the stand-in's kernel, copy back what it changed, and let it go.
+ * The device's bytes come through one bounce buffer a piece at a time:
+ * no copy as large as the allocation is ever made for them.
+ */
 static void settle_one(struct stand_in *s)
 {
-	char *device = s->read_only ? NULL : meta_alloc(s->len);
+	static char *bounce;
+	bool ok = true;
 
 	next.clWaitForEvents(1, &s->done);
-	if (s->read_only)
-		; /* nothing to bring back */
-	else if (device && next.clEnqueueReadBuffer(s->queue, s->buf, CL_TRUE, 0, s->len, device, 0,
-						    NULL, NULL) == CL_SUCCESS)
-		write_back(s, device);
-	else
+	if (!s->read_only && !bounce)
+		bounce = meta_alloc(BOUNCE_SIZE);
+	for (size_t at = 0; !s->read_only && ok && at < s->len; at += BOUNCE_SIZE) {
+		struct stand_in piece = *s;
+
+		piece.host = s->host + at;
+		piece.snapshot = s->snapshot + at;
+		piece.len = MIN(BOUNCE_SIZE, s->len - at);
+		ok = bounce && next.clEnqueueReadBuffer(s->queue, s->buf, CL_TRUE, at, piece.len, bounce,
+							0, NULL, NULL) == CL_SUCCESS;
+		if (ok)
+			write_back(&piece, bounce);
+	}
+	if (!ok)
 		log_err("opencl: cannot read back %zu bytes at %p: the kernel's writes there are lost",
 			s->len, (void *)s->host);
-	meta_free(device, s->len);
 	free_stand_in(s);
 }
 
@@ -280,9 +331,10 @@ static void settle(bool (*which)(const struct stand_in *s, const void *arg), con
  * layer.lock held. Before a new stand-in for [start, start + len) on q:
  * one still pending for the same allocation on the same (in-order) queue
  * is handed over, so the next kernel sees what the last one wrote without
- * a trip through the host; one that overlaps otherwise is settled first.
+ * a trip through the host (unless it kept no launch bytes and the next
+ * kernel may write); one that overlaps otherwise is settled first.
  */
-static struct stand_in *take_over(cl_command_queue q, uintptr_t start, size_t len)
+static struct stand_in *take_over(cl_command_queue q, uintptr_t start, size_t len, bool read_only)
 {
 	struct stand_in *found = NULL;
 
@@ -295,7 +347,7 @@ static struct stand_in *take_over(cl_command_queue q, uintptr_t start, size_t le
 			continue;
 		}
 		*p = s->next;
-		if (!found && h == start && s->len == len && s->queue == q) {
+		if (!found && h == start && s->len == len && s->queue == q && (!s->read_only || read_only)) {
 			found = s; /* keeps its event until the new launch is in */
 		} else {
 			settle_one(s);
@@ -344,26 +396,27 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 			"without shared virtual memory its size cannot be known", i, p);
 		return CL_INVALID_ARG_VALUE;
 	}
-	s = take_over(q, start, len);
+	s = take_over(q, start, len, arg_is_const(k, i));
 	if (s) {
-		s->read_only &= arg_is_const(k, i);
 		err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
 		goto out;
 	}
 	next.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
 	s = meta_alloc(sizeof(*s));
-	if (!s || !(s->snapshot = meta_alloc(len))) {
+	if (!s || (!arg_is_const(k, i) && !(s->snapshot = snapshot_alloc(len)))) {
 		meta_free(s, sizeof(*s));
 		return CL_OUT_OF_HOST_MEMORY;
 	}
 	s->host = (char *)p;
 	s->len = len;
 	s->read_only = arg_is_const(k, i);
-	memcpy(s->snapshot, p, len);
-	s->buf = next.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len, s->snapshot,
-				     &err);
+	/* What the kernel may change needs the launch's bytes to tell its writes apart. */
+	if (!s->read_only)
+		memcpy(s->snapshot, p, len);
+	s->buf = next.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len,
+				     s->read_only ? (void *)p : s->snapshot, &err);
 	if (err != CL_SUCCESS) {
-		meta_free(s->snapshot, len);
+		snapshot_free(s->snapshot, len);
 		meta_free(s, sizeof(*s));
 		return err;
 	}
@@ -699,6 +752,51 @@ static cl_int CL_API_CALL svm_map(cl_command_queue q, cl_bool blocking, cl_map_f
 	return err;
 }
 
+/*
+ * Programs are built with their kernels' argument information, so that a
+ * const pointer argument is known for what it is (a buffer that never
+ * comes back). It adds metadata, and changes nothing the program sees.
+ */
+static char *with_arg_info(const char *options)
+{
+	static const char flag[] = "-cl-kernel-arg-info";
+	size_t n = options ? strlen(options) : 0;
+	char *s;
+
+	if (options && strstr(options, flag))
+		return NULL;
+	s = meta_alloc(n + sizeof(flag) + 1);
+	if (s)
+		snprintf(s, n + sizeof(flag) + 1, "%s%s%s", options ? options : "", n ? " " : "", flag);
+	return s;
+}
+
+static cl_int CL_API_CALL build_program(cl_program p, cl_uint ndev, const cl_device_id *devs,
+					const char *options,
+					void (CL_CALLBACK *notify)(cl_program, void *), void *data)
+{
+	char *opts = with_arg_info(options);
+	cl_int err = next.clBuildProgram(p, ndev, devs, opts ? opts : options, notify, data);
+
+	if (opts)
+		meta_free(opts, strlen(opts) + 1);
+	return err;
+}
+
+static cl_int CL_API_CALL compile_program(cl_program p, cl_uint ndev, const cl_device_id *devs,
+					  const char *options, cl_uint nheaders,
+					  const cl_program *headers, const char **names,
+					  void (CL_CALLBACK *notify)(cl_program, void *), void *data)
+{
+	char *opts = with_arg_info(options);
+	cl_int err = next.clCompileProgram(p, ndev, devs, opts ? opts : options, nheaders, headers,
+					   names, notify, data);
+
+	if (opts)
+		meta_free(opts, strlen(opts) + 1);
+	return err;
+}
+
 /* Extension entries come back as ours where we have one of that name. */
 static void *ours_by_name(const char *name, void *theirs)
 {
@@ -781,6 +879,8 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	ours.clEnqueueMapBuffer = map_buffer;
 	ours.clEnqueueSVMMemcpy = svm_memcpy;
 	ours.clEnqueueSVMMap = svm_map;
+	ours.clBuildProgram = build_program;
+	ours.clCompileProgram = compile_program;
 	ours.clGetExtensionFunctionAddress = get_extension_address;
 	ours.clGetExtensionFunctionAddressForPlatform = get_extension_address_for_platform;
 	*num_entries_ret = (cl_uint)MIN(num_entries, sizeof(ours) / sizeof(void *));
