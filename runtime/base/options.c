@@ -52,6 +52,7 @@ struct opt_desc {
 #define FIELD(f) offsetof(struct rt_options, f)
 
 static const char *const uffd_modes[] = { "auto", "kernel", "user", NULL };
+static const char *const cl_modes[] = { "system", "coarse", "buffer", NULL };
 static const char *const type_names[] = {
 	[OPT_STRING] = "string", [OPT_SIZE] = "size", [OPT_UINT] = "number",
 	[OPT_BOOL] = "boolean", [OPT_CHOICE] = "choice",
@@ -84,6 +85,10 @@ static const struct opt_desc descs[] = {
 	  "pages one first-touch fault maps (as zero pages) ahead of the faulting one" },
 	{ "UHMM_HEAP", OPT_BOOL, NO_FIELD, 0, 0, NULL, "",
 	  "1: malloc serves managed memory (the default under LD_PRELOAD), 0: glibc's malloc" },
+	{ "UHMM_OPENCL_LAYER", OPT_BOOL, NO_FIELD, 0, 0, NULL, "1",
+	  "0: under uhmm, leave OpenCL programs alone (no layer: pointers reach the driver as they are)" },
+	{ "UHMM_OPENCL_SVM", OPT_CHOICE, NO_FIELD, 0, 0, cl_modes, "",
+	  "how the OpenCL layer serves a device: system, coarse or buffer (default: what it offers)" },
 	{ "UHMM_HOST_LIMIT", OPT_SIZE, FIELD(host_limit), 0, 0, NULL, "",
 	  "keep managed host-resident memory under this size by evicting cold pages to the "
 	  "first device" },
