@@ -7,56 +7,14 @@
  * are uhmm-bench-opencl's, an ordinary OpenCL program.
  */
 #include <limits.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <uhmm.h>
 
 #include "bench.h"
-
-extern char **environ;
-
-/* Runs argv with one more variable (or none) and reads the number it prints. */
-static double figure(char *const argv[], const char *extra)
-{
-	char **envp, out[64] = "";
-	size_t n = 0;
-	int fds[2], status;
-	ssize_t got = -1;
-	pid_t pid;
-	posix_spawn_file_actions_t fa;
-
-	while (environ[n])
-		n++;
-	envp = calloc(n + 2, sizeof(*envp));
-	if (!envp || pipe(fds)) {
-		free(envp);
-		return 0;
-	}
-	memcpy(envp, environ, n * sizeof(*envp));
-	envp[n] = (char *)extra;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-	posix_spawn_file_actions_addclose(&fa, fds[0]);
-	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))
-		pid = -1;
-	posix_spawn_file_actions_destroy(&fa);
-	close(fds[1]);
-	if (pid > 0) {
-		got = read(fds[0], out, sizeof(out) - 1);
-		waitpid(pid, &status, 0);
-		if (!WIFEXITED(status) || WEXITSTATUS(status))
-			got = -1;
-	}
-	close(fds[0]);
-	free(envp);
-	return got > 0 ? strtod(out, NULL) : 0;
-}
 
 static bool opencl_present(void)
 {
@@ -85,11 +43,11 @@ void bench_opencl(const char *dir, bool quick)
 	char *buffers[] = { helper, "saxpy-buffers", bytes, NULL };
 	char *pointers[] = { run_path, "--device", "opencl", "--", helper, "saxpy-pointers", bytes, NULL };
 
-	native = figure(buffers, NULL);
+	native = bench_figure(buffers, NULL);
 	for (size_t m = 0; native > 0 && m < sizeof(modes) / sizeof(modes[0]); m++) {
 		snprintf(name, sizeof(name), "opencl_saxpy_%s", modes[m]);
 		snprintf(env, sizeof(env), "UHMM_OPENCL_SVM=%s", modes[m]);
-		ours = figure(pointers, env);
+		ours = bench_figure(pointers, env);
 		if (ours > 0)
 			report(name, ours, "s", native, "buffers, native");
 		else
@@ -100,8 +58,8 @@ void bench_opencl(const char *dir, bool quick)
 	char *launch_ours[] = { run_path, "--device", "opencl", "--", helper, "launch",
 				quick ? "2000" : "10000", NULL };
 
-	native = figure(launch_native, NULL);
-	ours = figure(launch_ours, NULL);
+	native = bench_figure(launch_native, NULL);
+	ours = bench_figure(launch_ours, NULL);
 	if (native > 0 && ours > 0)
 		report("opencl_launch_overhead", ours, "ns", native, "native launch");
 }

@@ -101,28 +101,8 @@ static double pair_ns(char *const argv[])
 	double best = 0;
 
 	for (int i = 0; i < 3; i++) {
-		posix_spawn_file_actions_t fa;
-		char out[64] = "";
-		int fds[2], status;
-		ssize_t n = -1;
-		pid_t pid;
-		double v;
+		double v = bench_figure(argv, NULL);
 
-		if (pipe(fds))
-			return 0;
-		posix_spawn_file_actions_init(&fa);
-		posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
-		posix_spawn_file_actions_addclose(&fa, fds[0]);
-		if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ))
-			pid = -1;
-		posix_spawn_file_actions_destroy(&fa);
-		close(fds[1]);
-		if (pid > 0) {
-			n = read(fds[0], out, sizeof(out) - 1);
-			waitpid(pid, &status, 0);
-		}
-		close(fds[0]);
-		v = n > 0 ? strtod(out, NULL) : 0;
 		if (v <= 0)
 			return 0;
 		if (!best || v < best)

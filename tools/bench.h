@@ -5,6 +5,8 @@
 
 double now(void);
 void report(const char *name, double value, const char *unit, double baseline, const char *what);
+/* Runs argv (with one more environment variable, or none) and reads the number it prints; 0 on failure. */
+double bench_figure(char *const argv[], const char *extra_env);
 
 /*
  * The transparent-mode figures: real programs run natively and under

@@ -10,6 +10,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,12 +18,15 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <uhmm.h>
 
 #include "bench.h"
+
+extern char **environ;
 
 #define PAGE 4096ul
 
@@ -288,6 +292,43 @@ static size_t parse_size(const char *s)
 	case 'g': case 'G': v <<= 30; break;
 	}
 	return (size_t)v & ~(PAGE - 1);
+}
+
+/* Runs argv with one more variable (or none) and reads the number it prints. */
+double bench_figure(char *const argv[], const char *extra)
+{
+	char **envp, out[64] = "";
+	size_t n = 0;
+	int fds[2], status;
+	ssize_t got = -1;
+	pid_t pid;
+	posix_spawn_file_actions_t fa;
+
+	while (environ[n])
+		n++;
+	envp = calloc(n + 2, sizeof(*envp));
+	if (!envp || pipe(fds)) {
+		free(envp);
+		return 0;
+	}
+	memcpy(envp, environ, n * sizeof(*envp));
+	envp[n] = (char *)extra;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+	posix_spawn_file_actions_addclose(&fa, fds[0]);
+	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, envp))
+		pid = -1;
+	posix_spawn_file_actions_destroy(&fa);
+	close(fds[1]);
+	if (pid > 0) {
+		got = read(fds[0], out, sizeof(out) - 1);
+		waitpid(pid, &status, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			got = -1;
+	}
+	close(fds[0]);
+	free(envp);
+	return got > 0 ? strtod(out, NULL) : 0;
 }
 
 int main(int argc, char **argv)
