@@ -5,8 +5,10 @@
 # Runs COMMAND natively, then under
 #   uhmm-run --device DEVICE --host-limit HOST_LIMIT --chaos 5
 # (DEVICE: $UHMM_COMPARE_DEVICE, sim when unset)
-# each time in a fresh directory. Passes when stdout and the exit status are
-# identical, and the runtime really was at work: pages went to the device
+# each time in a fresh directory; with UHMM_COMPARE_PLAIN=1 also under
+#   uhmm-run --device DEVICE
+# alone (no limit, no chaos: the quiet path a user runs first). Passes when
+# stdout and the exit status are identical in every run, and the runtime really was at work: pages went to the device
 # and came back, some were evicted (the limit was below the footprint), and
 # no migration failed. Every process of the run (children included) appends
 # its counters to one stats file; they are summed here.
@@ -27,6 +29,14 @@ native_status=$?
 	"$UHMM_RUN" --device "${UHMM_COMPARE_DEVICE:-sim}" --host-limit "$limit" --chaos 5 "$@" \
 	>"$work/uhmm.out")
 uhmm_status=$?
+plain_status=$native_status
+if [ "${UHMM_COMPARE_PLAIN:-0}" = 1 ]; then
+	mkdir "$work/plain"
+	(cd "$work/plain" && "$UHMM_RUN" --device "${UHMM_COMPARE_DEVICE:-sim}" "$@" >"$work/plain.out")
+	plain_status=$?
+else
+	cp "$work/native.out" "$work/plain.out"
+fi
 set -e
 
 fail() {
@@ -39,6 +49,12 @@ fail() {
 cmp -s "$work/native.out" "$work/uhmm.out" || {
 	diff "$work/native.out" "$work/uhmm.out" | head -20
 	fail "output differs"
+}
+[ "$native_status" -eq "$plain_status" ] ||
+	fail "exit status $plain_status under uhmm without limit or chaos, $native_status natively"
+cmp -s "$work/native.out" "$work/plain.out" || {
+	diff "$work/native.out" "$work/plain.out" | head -20
+	fail "output differs under uhmm without limit or chaos"
 }
 [ -s "$work/stats" ] || fail "no process reported its counters"
 sum() {
