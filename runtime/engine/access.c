@@ -178,68 +178,107 @@ static void install(struct hmm_device_core *c, const struct pieces *ps, uintptr_
 	}
 }
 
+/*
+ * Whether a retry loop gives up with -EBUSY: its deadline (UHMM_RETRY_MS)
+ * has passed and it has lost at least MIN_LOSSES times. On an overloaded
+ * machine one round can outlast the whole deadline (its thread waits for a
+ * CPU fault, which waits for a DMA copy); losing a single race after that
+ * is no reason to fail the access.
+ */
+#define MIN_LOSSES 8
+
+static bool give_up(uint64_t deadline, unsigned losses)
+{
+	return losses >= MIN_LOSSES && now_ns() > deadline;
+}
+
+/*
+ * One device fault over [start, end). The read-retry window (a watch
+ * interval) opens before the CPU's protections are read and closes when the
+ * entries are installed; a CPU change in progress is waited out before it
+ * opens, as mmu_interval_read_begin waits out an odd sequence number.
+ *
+ * A round that lost to an invalidation is retried; from then on, a round
+ * with nothing left to move fences the range, so that migrations wait for
+ * it instead of starving it (a tight loop of hmm_migrate over the range
+ * could otherwise make every round stale until the deadline). The fence is
+ * dropped before anything that waits: a change in progress, the round's own
+ * migrations and the back-off all run without it.
+ */
 int acc_fault_round(struct hmm_device_core *c, uintptr_t start, uintptr_t end, bool write,
 		    bool map_only)
 {
 	uint64_t deadline = now_ns() + (uint64_t)opt.retry_ms * 1000000;
+	unsigned losses = 0;
+	struct fence hold;
 	struct pieces ps;
 	int err;
 
 	for (;;) {
+		struct mirror_interval watch = { .start = start, .end = end, .watch = true };
+		bool stale, installed, holding = false;
 		unsigned plan = 0;
-		uint64_t seq;
 
-		memset(&ps, 0, sizeof(ps));
-		ps.write = write;
-		err = vma_walk(start, end, check_piece, &ps);
-		if (err || ps.err)
-			return err ? err : ps.err;
-		mirror_lock(&c->mirror);
-		seq = c->mirror.seq;
-		mirror_unlock(&c->mirror);
-
-		reg_lock();
-		err = plan_round(c, start, end, write, map_only, &plan);
-		reg_unlock();
-		if (err == -EAGAIN) {
-			if (now_ns() > deadline)
+		if (!cpu_change_wait(start, end, deadline)) {
+			if (give_up(deadline, ++losses))
 				return -EBUSY;
 			nap();
 			continue;
 		}
-		if (plan & PLAN_HOME) {
+		mirror_lock(&c->mirror);
+		mirror_interval_begin(&c->mirror, &watch);
+		mirror_unlock(&c->mirror);
+
+		memset(&ps, 0, sizeof(ps));
+		ps.write = write;
+		err = vma_walk(start, end, check_piece, &ps);
+		if (!err)
+			err = ps.err;
+		if (!err) {
+			reg_lock();
+			err = plan_round(c, start, end, write, map_only, &plan);
+			if (!err && !plan && losses) {
+				reg_fence_add(&hold, start, end);
+				holding = true;
+			}
+			reg_unlock();
+		}
+		if (!err && (plan & PLAN_HOME)) {
 			struct mig_result res;
 
 			for (int i = 0; i < MAX_DEVICES; i++)
 				if (dev_table[i] && dev_table[i] != c)
 					mig_home(start, end, dev_table[i], &res);
 		}
-		if (plan & PLAN_MIGRATE) {
+		if (!err && (plan & PLAN_MIGRATE)) {
 			struct mig_result res;
 
 			/* Best effort: pages that do not fit are mapped where they are. */
 			mig_range(start, end, c, &res);
 		}
-		if (plan & PLAN_DUP)
+		if (!err && (plan & PLAN_DUP))
 			dup_make(c, start, end);
-		if (!map_only) {
+		if (!err && !map_only)
 			err = populate(c, start, end, write);
-			if (err)
-				return err;
-		}
 		reg_lock();
 		mirror_lock(&c->mirror);
-		if (c->mirror.seq == seq && !cpu_change_pending(start, end)) {
+		stale = mirror_interval_end(&c->mirror, &watch);
+		installed = !err && !stale && !cpu_change_pending(start, end);
+		if (installed)
 			install(c, &ps, start, end, write, map_only);
-			mirror_unlock(&c->mirror);
-			reg_unlock();
-			break;
-		}
 		mirror_unlock(&c->mirror);
+		if (holding)
+			reg_fence_remove(&hold);
 		reg_unlock();
-		/* Raced with an invalidation: once the change is through, look again. */
-		if (!cpu_change_wait(start, end, deadline) || now_ns() > deadline)
+		if (installed)
+			break;
+		if (err && err != -EAGAIN)
+			return err;
+		/* Lost: pages mid-transition, an invalidation, or a change begun. */
+		if (give_up(deadline, ++losses))
 			return -EBUSY;
+		if (err == -EAGAIN)
+			nap(); /* let the pages' owner finish */
 	}
 	if (!map_only)
 		STAT_ADD(device_faults, 1);
@@ -319,12 +358,26 @@ static int copy_local(struct hmm_device_core *c, uintptr_t chunk, size_t n, uint
 	return 0;
 }
 
+/*
+ * A page the device entry points at is mid-migration (the registry says
+ * BUSY before the migration's commit clears the entry): wait for it to
+ * land, as a CPU fault parks. Our own pin on it has ended, so nothing the
+ * migration waits for is ours.
+ */
+static void wait_landed(uintptr_t start, uintptr_t end)
+{
+	reg_lock();
+	reg_wait_quiet(start, end, true);
+	reg_unlock();
+}
+
 int acc_copy(struct hmm_device_core *c, uintptr_t addr, size_t len, void *buf, bool write,
 	     struct hmm_access *ret)
 {
 	uintptr_t start = ALIGN_DOWN(addr, PAGE_SIZE), end = ALIGN_UP(addr + len, PAGE_SIZE);
 	uint8_t need = MIR_READ | (write ? MIR_WRITE : 0);
 	uint64_t deadline = now_ns() + (uint64_t)opt.retry_ms * 1000000;
+	unsigned losses = 0;
 	uint64_t faults = 0;
 	uintptr_t cur, miss;
 	int err;
@@ -377,8 +430,10 @@ int acc_copy(struct hmm_device_core *c, uintptr_t addr, size_t len, void *buf, b
 		if (err && err != -EAGAIN)
 			return err;
 		if (stale || err) {
-			if (now_ns() > deadline)
+			if (give_up(deadline, ++losses))
 				return -EBUSY;
+			if (err)
+				wait_landed(cur, iv.end);
 			continue; /* the same chunk again, with fresh entries */
 		}
 		cur = iv.end;
@@ -392,6 +447,7 @@ int acc_atomic_add(struct hmm_device_core *c, uint64_t *addr, uint64_t value, ui
 {
 	uintptr_t page = ALIGN_DOWN((uintptr_t)addr, PAGE_SIZE);
 	uint64_t deadline = now_ns() + (uint64_t)opt.retry_ms * 1000000;
+	unsigned losses = 0;
 
 	for (;;) {
 		struct mirror_interval iv = { .start = page, .end = page + PAGE_SIZE };
@@ -439,7 +495,8 @@ int acc_atomic_add(struct hmm_device_core *c, uint64_t *addr, uint64_t value, ui
 		/* Once applied, an atomic is never replayed. */
 		if (err != -EAGAIN)
 			return err;
-		if (now_ns() > deadline)
+		if (give_up(deadline, ++losses))
 			return -EBUSY;
+		wait_landed(page, page + PAGE_SIZE);
 	}
 }

@@ -3,12 +3,17 @@
  * A device's page table: a four-level radix tree over the 48-bit virtual
  * address space, one byte of MIR_* bits per page, like the table a real
  * device MMU walks. Every CPU-side change to a mapping erases the entries it
- * covers (mirror_invalidate) and bumps seq, so a device fault that raced with
- * it installs nothing and retries: the hmm_range_fault / mmu_interval
+ * covers (mirror_invalidate) and marks the intervals over them stale, so a
+ * device fault that raced with it installs nothing and retries: the hmm_range_fault / mmu_interval
  * read-retry protocol. Accesses in flight register an interval; an
  * invalidation marks the overlapping ones stale, and callers that must not
  * proceed while the device is touching memory (munmap of it, migration of a
- * device-local page) wait for them to end.
+ * device-local page) wait for them to end. A device fault registers a
+ * watch interval over what it will install: only invalidations of that
+ * range make it retry (as with an mmu_interval_notifier per range), so a
+ * steady stream of migrations elsewhere on the device cannot starve it.
+ * Nobody waits for a watch: the fault itself may be waiting for a CPU
+ * change to finish.
  */
 #include <errno.h>
 #include <string.h>
@@ -256,7 +261,6 @@ void mirror_invalidate(struct mirror *m, uintptr_t start, uintptr_t end)
 	rt_assert_held(LOCK_MIRROR);
 	if (m->root && start < end)
 		clear_level(m->root, 0, 0, start, end);
-	m->seq++;
 	for (struct mirror_interval *iv = m->active; iv; iv = iv->next)
 		if (iv->start < end && iv->end > start)
 			iv->stale = true;
@@ -292,7 +296,7 @@ bool mirror_interval_end(struct mirror *m, struct mirror_interval *iv)
 static bool busy(struct mirror *m, uintptr_t start, uintptr_t end, bool local_only)
 {
 	for (struct mirror_interval *iv = m->active; iv; iv = iv->next)
-		if ((iv->local || !local_only) && iv->start < end && iv->end > start)
+		if (!iv->watch && (iv->local || !local_only) && iv->start < end && iv->end > start)
 			return true;
 	return false;
 }

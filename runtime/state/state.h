@@ -56,13 +56,13 @@ struct mirror_interval {
 	struct mirror_interval *next;
 	uintptr_t start, end;
 	bool local;                 /* pins device-local pages against migration */
+	bool watch;                 /* a fault's read-retry: marked stale, never waited for */
 	bool stale;                 /* an invalidation overlapped it */
 };
 
 struct mirror {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;        /* an interval ended */
-	uint64_t seq;               /* bumped by every invalidation */
 	void **root;
 	size_t bytes;
 	struct mirror_interval *active;
