@@ -145,8 +145,11 @@ int hmm_device_info(struct hmm_device *dev, struct hmm_device_info *ret_info)
 	/*
 	 * Slots change hands with page states, under reg.lock: a thread whose
 	 * fault brought a page home may run before the fault thread has given
-	 * the slot back, and must not see it still in use.
+	 * the slot back, and must not see it still in use. A raw munmap(2)
+	 * returns once the fault thread has read its event, perhaps before it
+	 * has given the unmapped pages' slots back: the barrier waits for that.
 	 */
+	handler_barrier();
 	reg_lock();
 	info.mem_used = devmem_used(&c->mem) * PAGE_SIZE;
 	reg_unlock();
