@@ -86,6 +86,8 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 /* Bring every page of [start, end) on a device (any device if c is NULL) home. */
 int mig_home(uintptr_t start, uintptr_t end, struct hmm_device_core *c, struct mig_result *res);
 int mig_home_everything(struct hmm_device_core *c);
+/* Spans advised ACCESSED_BY for any device, home. */
+int mig_home_accessed_by(struct mig_result *res);
 /* One batch of [a, b) home, per device; -EAGAIN: look again. */
 struct home_set;
 struct home_set *home_set_new(size_t max);

@@ -296,6 +296,37 @@ int mig_home(uintptr_t start, uintptr_t end, struct hmm_device_core *c, struct m
 	return err;
 }
 
+/*
+ * Every span some device was advised ACCESSED_BY comes home: a device that
+ * reads host memory in place (an OpenCL device served in system mode) is
+ * about to reach it through pointers the runtime never sees. Spans that are
+ * home cost a look.
+ */
+int mig_home_accessed_by(struct mig_result *res)
+{
+	struct addr_list spans = { 0 };
+	int err = 0;
+
+	memset(res, 0, sizeof(*res));
+	reg_lock();
+	for (size_t i = 0; !err && i < reg.n; i++) {
+		const struct range *r = reg.v[i];
+
+		for (unsigned j = 0; !err && j < r->nattrs; j++)
+			if (r->attrs[j].accessed_by)
+				err = add_span(&spans, r->attrs[j].start, r->attrs[j].end);
+	}
+	reg_unlock();
+	for (size_t i = 0; !err && i < spans.n; i += 2) {
+		struct mig_result one;
+
+		err = mig_home(spans.v[i], spans.v[i + 1], NULL, &one);
+		res->eio |= one.eio;
+	}
+	meta_free(spans.v, spans.cap * sizeof(*spans.v));
+	return err;
+}
+
 int mig_home_everything(struct hmm_device_core *c)
 {
 	struct mig_result res = { 0 };

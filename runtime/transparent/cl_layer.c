@@ -24,15 +24,13 @@
  *           is refused with a message saying so.
  *   coarse  coarse-grain SVM only: served as buffer, for now (see README).
  */
-#define CL_TARGET_OPENCL_VERSION 300
-#include <CL/cl_layer.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "transparent.h"
+#include "cl_layer.h"
 
 #ifndef UHMM_SANITIZED
 
@@ -40,8 +38,9 @@ enum cl_mode { MODE_SYSTEM, MODE_COARSE, MODE_BUFFER };
 
 static const char *const mode_names[] = { "system", "coarse", "buffer" };
 
-/* The driver's entries, which we call; ours, which the loader calls. */
-static struct _cl_icd_dispatch next, ours;
+/* The driver's entries (or the next layer's), which we call; ours, which the loader calls. */
+struct _cl_icd_dispatch cl_driver;
+static struct _cl_icd_dispatch ours;
 
 #define MAX_ARGS 64
 #define BUCKETS 256
@@ -51,6 +50,10 @@ struct kernel_state {
 	struct kernel_state *chain;
 	cl_kernel kernel;
 	const void *svm[MAX_ARGS];      /* pointer arguments, by index */
+	struct {                        /* buffer arguments over host memory (USE_HOST_PTR) */
+		const void *start;
+		size_t len;
+	} host_buf[MAX_ARGS];
 	bool fine_grain_system;         /* exec info: it may follow any pointer */
 	const void **svm_ptrs;          /* exec info: allocations it reaches */
 	unsigned nsvm_ptrs;
@@ -146,9 +149,9 @@ static enum cl_mode device_mode(cl_device_id d)
 			return layer.modes[i].mode;
 	mode = mode_from_env(&forced);
 	if (!forced) {
-		next.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
-		next.clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, NULL);
-		next.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
+		cl_driver.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
+		cl_driver.clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, NULL);
+		cl_driver.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
 		if ((svm & CL_DEVICE_SVM_FINE_GRAIN_SYSTEM) || ((type & CL_DEVICE_TYPE_CPU) && unified))
 			mode = MODE_SYSTEM;
 		else if (svm & CL_DEVICE_SVM_COARSE_GRAIN_BUFFER)
@@ -161,8 +164,8 @@ static enum cl_mode device_mode(cl_device_id d)
 	if (opt.log_level >= LOG_INFO) {
 		char name[128] = "?";
 
-		next.clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof(name), name, NULL);
-		next.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
+		cl_driver.clGetDeviceInfo(d, CL_DEVICE_NAME, sizeof(name), name, NULL);
+		cl_driver.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
 		log_info("opencl: %s (SVM capabilities 0x%llx) served in %s mode", name,
 			 (unsigned long long)svm, mode_names[mode]);
 	}
@@ -193,15 +196,33 @@ static int extent_of(const void *p, uintptr_t *ret_start, size_t *ret_len)
  * System mode: what the kernel is given comes home in batches before it
  * runs (nothing to do, and no cost but a look, when it is home already).
  */
+static void bring_home_span(uintptr_t start, size_t len)
+{
+	struct mig_result res;
+
+	if (!rt_hold())
+		return;
+	mig_home(ALIGN_DOWN(start, PAGE_SIZE), ALIGN_UP(start + len, PAGE_SIZE), NULL, &res);
+	rt_leave();
+}
+
 static void bring_home(const void *p)
 {
 	uintptr_t start;
 	size_t len;
+
+	if (p && !extent_of(p, &start, &len))
+		bring_home_span(start, len);
+}
+
+/* And what the program advised ACCESSED_BY: the kernel may reach it through pointers. */
+static void bring_home_advised(void)
+{
 	struct mig_result res;
 
-	if (!p || extent_of(p, &start, &len) || !rt_hold())
+	if (!rt_hold())
 		return;
-	mig_home(ALIGN_DOWN(start, PAGE_SIZE), ALIGN_UP(start + len, PAGE_SIZE), NULL, &res);
+	mig_home_accessed_by(&res);
 	rt_leave();
 }
 
@@ -273,9 +294,9 @@ static void snapshot_free(char *p, size_t len)
 static void free_stand_in(struct stand_in *s)
 {
 	if (s->done)
-		next.clReleaseEvent(s->done);
-	next.clReleaseMemObject(s->buf);
-	next.clReleaseCommandQueue(s->queue);
+		cl_driver.clReleaseEvent(s->done);
+	cl_driver.clReleaseMemObject(s->buf);
+	cl_driver.clReleaseCommandQueue(s->queue);
 	snapshot_free(s->snapshot, s->len);
 	meta_free(s, sizeof(*s));
 }
@@ -292,7 +313,7 @@ static void settle_one(struct stand_in *s)
 	static char *bounce;
 	bool ok = true;
 
-	next.clWaitForEvents(1, &s->done);
+	cl_driver.clWaitForEvents(1, &s->done);
 	if (!s->read_only && !bounce)
 		bounce = meta_alloc(BOUNCE_SIZE);
 	for (size_t at = 0; !s->read_only && ok && at < s->len; at += BOUNCE_SIZE) {
@@ -301,7 +322,7 @@ static void settle_one(struct stand_in *s)
 		piece.host = s->host + at;
 		piece.snapshot = s->snapshot + at;
 		piece.len = MIN(BOUNCE_SIZE, s->len - at);
-		ok = bounce && next.clEnqueueReadBuffer(s->queue, s->buf, CL_TRUE, at, piece.len, bounce,
+		ok = bounce && cl_driver.clEnqueueReadBuffer(s->queue, s->buf, CL_TRUE, at, piece.len, bounce,
 							0, NULL, NULL) == CL_SUCCESS;
 		if (ok)
 			write_back(&piece, bounce);
@@ -367,13 +388,41 @@ static bool any(const struct stand_in *s, const void *arg)
 	return true;
 }
 
+/* Its kernel has ended (or failed): reading its buffer back will not wait. */
+static bool ended(const struct stand_in *s, const void *arg)
+{
+	cl_int status = CL_QUEUED;
+
+	(void)arg;
+	return cl_driver.clGetEventInfo(s->done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof(status),
+					&status, NULL) == CL_SUCCESS &&
+	       status <= CL_COMPLETE;
+}
+
+void cl_settle_ended(void)
+{
+	pthread_mutex_lock(&layer.lock);
+	settle(ended, NULL);
+	pthread_mutex_unlock(&layer.lock);
+}
+
+bool cl_pending(void)
+{
+	bool pending;
+
+	pthread_mutex_lock(&layer.lock);
+	pending = layer.pending != NULL;
+	pthread_mutex_unlock(&layer.lock);
+	return pending;
+}
+
 /* The kernel declares argument i const: it cannot change what it points to. */
 static bool arg_is_const(cl_kernel k, cl_uint i)
 {
 	cl_kernel_arg_type_qualifier q = 0;
 
-	return next.clGetKernelArgInfo &&
-	       next.clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_QUALIFIER, sizeof(q), &q, NULL) ==
+	return cl_driver.clGetKernelArgInfo &&
+	       cl_driver.clGetKernelArgInfo(k, i, CL_KERNEL_ARG_TYPE_QUALIFIER, sizeof(q), &q, NULL) ==
 		       CL_SUCCESS &&
 	       (q & CL_KERNEL_ARG_TYPE_CONST);
 }
@@ -398,10 +447,10 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 	}
 	s = take_over(q, start, len, arg_is_const(k, i));
 	if (s) {
-		err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
+		err = cl_driver.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
 		goto out;
 	}
-	next.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
+	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
 	s = meta_alloc(sizeof(*s));
 	if (!s || (!arg_is_const(k, i) && !(s->snapshot = snapshot_alloc(len)))) {
 		meta_free(s, sizeof(*s));
@@ -413,16 +462,16 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 	/* What the kernel may change needs the launch's bytes to tell its writes apart. */
 	if (!s->read_only)
 		memcpy(s->snapshot, p, len);
-	s->buf = next.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len,
+	s->buf = cl_driver.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len,
 				     s->read_only ? (void *)p : s->snapshot, &err);
 	if (err != CL_SUCCESS) {
 		snapshot_free(s->snapshot, len);
 		meta_free(s, sizeof(*s));
 		return err;
 	}
-	next.clRetainCommandQueue(q);
+	cl_driver.clRetainCommandQueue(q);
 	s->queue = q;
-	err = next.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
+	err = cl_driver.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
 	log_debug("opencl: argument %u (%p, %zu bytes) stands in as buffer %p: %d", i, p, len,
 		  (void *)s->buf, err);
 out:
@@ -465,8 +514,9 @@ static bool driver_takes_pointers(cl_kernel k)
 	size_t size = 0;
 	bool system = true;
 
-	if (next.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS ||
-	    next.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices, &size) != CL_SUCCESS)
+	if (cl_driver.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS ||
+	    cl_driver.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices,
+				       &size) != CL_SUCCESS)
 		return true;
 	pthread_mutex_lock(&layer.lock);
 	for (size_t i = 0; i < size / sizeof(devices[0]); i++)
@@ -480,7 +530,7 @@ static cl_int CL_API_CALL set_arg_svm(cl_kernel k, cl_uint i, const void *p)
 	cl_int err = CL_SUCCESS;
 
 	if (driver_takes_pointers(k) || i >= MAX_ARGS)
-		err = next.clSetKernelArgSVMPointer(k, i, p);
+		err = cl_driver.clSetKernelArgSVMPointer(k, i, p);
 	if (err == CL_SUCCESS && i < MAX_ARGS) {
 		struct kernel_state *s;
 
@@ -492,26 +542,62 @@ static cl_int CL_API_CALL set_arg_svm(cl_kernel k, cl_uint i, const void *p)
 	return err;
 }
 
+/*
+ * A buffer argument created over host memory (CL_MEM_USE_HOST_PTR): the
+ * device reads that memory, so in system mode it comes home before a launch
+ * as pointer arguments do. Only an argument the kernel declares __global or
+ * __constant is a buffer; without argument information nothing is assumed.
+ */
+static bool host_memory_of(cl_kernel k, cl_uint i, size_t size, const void *value,
+			   const void **ret_start, size_t *ret_len)
+{
+	cl_kernel_arg_address_qualifier where = 0;
+	cl_mem_flags flags = 0;
+	cl_mem m;
+
+	if (size != sizeof(cl_mem) || !value || !(m = *(const cl_mem *)value) ||
+	    !cl_driver.clGetKernelArgInfo ||
+	    cl_driver.clGetKernelArgInfo(k, i, CL_KERNEL_ARG_ADDRESS_QUALIFIER, sizeof(where), &where,
+					 NULL) != CL_SUCCESS ||
+	    (where != CL_KERNEL_ARG_ADDRESS_GLOBAL && where != CL_KERNEL_ARG_ADDRESS_CONSTANT))
+		return false;
+	return cl_driver.clGetMemObjectInfo(m, CL_MEM_FLAGS, sizeof(flags), &flags, NULL) ==
+		       CL_SUCCESS &&
+	       (flags & CL_MEM_USE_HOST_PTR) &&
+	       cl_driver.clGetMemObjectInfo(m, CL_MEM_HOST_PTR, sizeof(*ret_start), ret_start,
+					    NULL) == CL_SUCCESS &&
+	       cl_driver.clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof(*ret_len), ret_len, NULL) ==
+		       CL_SUCCESS &&
+	       *ret_start;
+}
+
 /* A plain argument replaces a pointer one at the same index. */
 static cl_int CL_API_CALL set_arg(cl_kernel k, cl_uint i, size_t size, const void *value)
 {
-	cl_int err = next.clSetKernelArg(k, i, size, value);
+	cl_int err = cl_driver.clSetKernelArg(k, i, size, value);
+	struct kernel_state *s;
+	const void *start = NULL;
+	size_t len = 0;
+	bool host;
 
-	if (err == CL_SUCCESS && i < MAX_ARGS) {
-		struct kernel_state *s;
-
-		pthread_mutex_lock(&layer.lock);
-		if ((s = state_of(k, false)))
-			s->svm[i] = NULL;
-		pthread_mutex_unlock(&layer.lock);
+	if (err != CL_SUCCESS || i >= MAX_ARGS)
+		return err;
+	host = host_memory_of(k, i, size, value, &start, &len);
+	pthread_mutex_lock(&layer.lock);
+	s = state_of(k, host);
+	if (s) {
+		s->svm[i] = NULL;
+		s->host_buf[i].start = host ? start : NULL;
+		s->host_buf[i].len = host ? len : 0;
 	}
+	pthread_mutex_unlock(&layer.lock);
 	return err;
 }
 
 static cl_int CL_API_CALL set_exec_info(cl_kernel k, cl_kernel_exec_info name, size_t size,
 					const void *value)
 {
-	cl_int err = next.clSetKernelExecInfo(k, name, size, value);
+	cl_int err = cl_driver.clSetKernelExecInfo(k, name, size, value);
 	struct kernel_state *s;
 
 	if (err != CL_SUCCESS)
@@ -539,13 +625,13 @@ static cl_int CL_API_CALL release_kernel(cl_kernel k)
 {
 	cl_uint refs = 0;
 
-	next.clGetKernelInfo(k, CL_KERNEL_REFERENCE_COUNT, sizeof(refs), &refs, NULL);
+	cl_driver.clGetKernelInfo(k, CL_KERNEL_REFERENCE_COUNT, sizeof(refs), &refs, NULL);
 	if (refs == 1) {
 		pthread_mutex_lock(&layer.lock);
 		state_drop(k);
 		pthread_mutex_unlock(&layer.lock);
 	}
-	return next.clReleaseKernel(k);
+	return cl_driver.clReleaseKernel(k);
 }
 
 /* layer.lock held: the launch's memory made ready for its mode. */
@@ -556,22 +642,27 @@ static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_lis
 	enum cl_mode mode;
 
 	*ret_list = NULL;
-	if (!s)
-		return CL_SUCCESS;
-	next.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
+	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
 	mode = device_mode(d);
 	log_debug("opencl: launch of kernel %p in %s mode", (void *)k, mode_names[mode]);
 	if (mode == MODE_SYSTEM) {
-		for (unsigned i = 0; i < MAX_ARGS; i++)
+		/* Even a kernel given no pointer may find some in a buffer. */
+		bring_home_advised();
+		for (unsigned i = 0; s && i < MAX_ARGS; i++) {
 			bring_home(s->svm[i]);
-		for (unsigned i = 0; i < s->nsvm_ptrs; i++)
+			if (s->host_buf[i].start)
+				bring_home_span((uintptr_t)s->host_buf[i].start, s->host_buf[i].len);
+		}
+		for (unsigned i = 0; s && i < s->nsvm_ptrs; i++)
 			bring_home(s->svm_ptrs[i]);
 		return CL_SUCCESS;
 	}
+	if (!s)
+		return CL_SUCCESS;
 	if (s->fine_grain_system || s->nsvm_ptrs) {
 		char name[128] = "?";
 
-		next.clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL);
+		cl_driver.clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL);
 		log_err("opencl: kernel %s follows pointers stored in memory (its exec info says so), "
 			"which this device cannot do without shared virtual memory (%s mode): "
 			"launch refused", name, mode_names[mode]);
@@ -622,8 +713,8 @@ static cl_int launch(cl_command_queue q, cl_kernel k, cl_event *user_event, enqu
 
 		list = s->next;
 		if (s->done)
-			next.clReleaseEvent(s->done); /* an in-order queue: the new launch ends last */
-		next.clRetainEvent(ev);
+			cl_driver.clReleaseEvent(s->done); /* an in-order queue: the new launch ends last */
+		cl_driver.clRetainEvent(ev);
 		s->done = ev;
 		s->next = layer.pending;
 		layer.pending = s;
@@ -633,7 +724,7 @@ static cl_int launch(cl_command_queue q, cl_kernel k, cl_event *user_event, enqu
 		if (user_event)
 			*user_event = ev;
 		else
-			next.clReleaseEvent(ev);
+			cl_driver.clReleaseEvent(ev);
 	}
 	return CL_SUCCESS;
 }
@@ -649,7 +740,7 @@ static cl_int enqueue_ndrange(cl_command_queue q, cl_kernel k, cl_event *ev, con
 {
 	const struct ndrange *r = arg;
 
-	return next.clEnqueueNDRangeKernel(q, k, r->dim, r->offset, r->global, r->local, r->nwait,
+	return cl_driver.clEnqueueNDRangeKernel(q, k, r->dim, r->offset, r->global, r->local, r->nwait,
 					   r->wait, ev);
 }
 
@@ -675,7 +766,7 @@ static cl_int CL_API_CALL enqueue_task(cl_command_queue q, cl_kernel k, cl_uint 
 /* The host waits for the device: what stand-ins hold comes back first. */
 static cl_int CL_API_CALL finish(cl_command_queue q)
 {
-	cl_int err = next.clFinish(q);
+	cl_int err = cl_driver.clFinish(q);
 
 	pthread_mutex_lock(&layer.lock);
 	settle(on_queue, q);
@@ -685,7 +776,7 @@ static cl_int CL_API_CALL finish(cl_command_queue q)
 
 static cl_int CL_API_CALL wait_for_events(cl_uint n, const cl_event *events)
 {
-	cl_int err = next.clWaitForEvents(n, events);
+	cl_int err = cl_driver.clWaitForEvents(n, events);
 
 	/* Which launch an event belongs to is the driver's business: settle all. */
 	pthread_mutex_lock(&layer.lock);
@@ -709,7 +800,7 @@ static cl_int CL_API_CALL read_buffer(cl_command_queue q, cl_mem m, cl_bool bloc
 				      size_t size, void *ptr, cl_uint nwait, const cl_event *wait,
 				      cl_event *ev)
 {
-	cl_int err = next.clEnqueueReadBuffer(q, m, blocking, off, size, ptr, nwait, wait, ev);
+	cl_int err = cl_driver.clEnqueueReadBuffer(q, m, blocking, off, size, ptr, nwait, wait, ev);
 
 	if (blocking && err == CL_SUCCESS)
 		settle_queue(q);
@@ -721,7 +812,7 @@ static void *CL_API_CALL map_buffer(cl_command_queue q, cl_mem m, cl_bool blocki
 				    const cl_event *wait, cl_event *ev, cl_int *ret_err)
 {
 	cl_int err;
-	void *p = next.clEnqueueMapBuffer(q, m, blocking, flags, off, size, nwait, wait, ev, &err);
+	void *p = cl_driver.clEnqueueMapBuffer(q, m, blocking, flags, off, size, nwait, wait, ev, &err);
 
 	if (blocking && err == CL_SUCCESS)
 		settle_queue(q);
@@ -734,7 +825,7 @@ static cl_int CL_API_CALL svm_memcpy(cl_command_queue q, cl_bool blocking, void 
 				     const void *src, size_t size, cl_uint nwait,
 				     const cl_event *wait, cl_event *ev)
 {
-	cl_int err = next.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
+	cl_int err = cl_driver.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
 
 	if (blocking && err == CL_SUCCESS)
 		settle_queue(q);
@@ -745,7 +836,7 @@ static cl_int CL_API_CALL svm_map(cl_command_queue q, cl_bool blocking, cl_map_f
 				  void *p, size_t size, cl_uint nwait, const cl_event *wait,
 				  cl_event *ev)
 {
-	cl_int err = next.clEnqueueSVMMap(q, blocking, flags, p, size, nwait, wait, ev);
+	cl_int err = cl_driver.clEnqueueSVMMap(q, blocking, flags, p, size, nwait, wait, ev);
 
 	if (blocking && err == CL_SUCCESS)
 		settle_queue(q);
@@ -776,7 +867,7 @@ static cl_int CL_API_CALL build_program(cl_program p, cl_uint ndev, const cl_dev
 					void (CL_CALLBACK *notify)(cl_program, void *), void *data)
 {
 	char *opts = with_arg_info(options);
-	cl_int err = next.clBuildProgram(p, ndev, devs, opts ? opts : options, notify, data);
+	cl_int err = cl_driver.clBuildProgram(p, ndev, devs, opts ? opts : options, notify, data);
 
 	if (opts)
 		meta_free(opts, strlen(opts) + 1);
@@ -789,7 +880,7 @@ static cl_int CL_API_CALL compile_program(cl_program p, cl_uint ndev, const cl_d
 					  void (CL_CALLBACK *notify)(cl_program, void *), void *data)
 {
 	char *opts = with_arg_info(options);
-	cl_int err = next.clCompileProgram(p, ndev, devs, opts ? opts : options, nheaders, headers,
+	cl_int err = cl_driver.clCompileProgram(p, ndev, devs, opts ? opts : options, nheaders, headers,
 					   names, notify, data);
 
 	if (opts)
@@ -817,12 +908,12 @@ static void *ours_by_name(const char *name, void *theirs)
 
 static void *CL_API_CALL get_extension_address(const char *name)
 {
-	return ours_by_name(name, next.clGetExtensionFunctionAddress(name));
+	return ours_by_name(name, cl_driver.clGetExtensionFunctionAddress(name));
 }
 
 static void *CL_API_CALL get_extension_address_for_platform(cl_platform_id p, const char *name)
 {
-	return ours_by_name(name, next.clGetExtensionFunctionAddressForPlatform(p, name));
+	return ours_by_name(name, cl_driver.clGetExtensionFunctionAddressForPlatform(p, name));
 }
 
 /* ---- the layer's own entry points ----------------------------------------- */
@@ -865,8 +956,8 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	if (!target || !num_entries_ret || !layer_dispatch_ret)
 		return CL_INVALID_VALUE;
 	/* A loader that knows fewer entries than we do: the rest stay NULL. */
-	memcpy(&next, target, MIN(have, sizeof(next)));
-	ours = next;
+	memcpy(&cl_driver, target, MIN(have, sizeof(cl_driver)));
+	ours = cl_driver;
 	ours.clSetKernelArgSVMPointer = set_arg_svm;
 	ours.clSetKernelArg = set_arg;
 	ours.clSetKernelExecInfo = set_exec_info;
@@ -875,6 +966,8 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	ours.clEnqueueTask = enqueue_task;
 	ours.clFinish = finish;
 	ours.clWaitForEvents = wait_for_events;
+	ours.clGetEventInfo = cl_get_event_info;
+	ours.clSetEventCallback = cl_set_event_callback;
 	ours.clEnqueueReadBuffer = read_buffer;
 	ours.clEnqueueMapBuffer = map_buffer;
 	ours.clEnqueueSVMMemcpy = svm_memcpy;
