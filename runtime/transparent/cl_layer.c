@@ -399,6 +399,26 @@ static bool ended(const struct stand_in *s, const void *arg)
 	       status <= CL_COMPLETE;
 }
 
+void cl_settle_all(void)
+{
+	pthread_mutex_lock(&layer.lock);
+	settle(any, NULL);
+	pthread_mutex_unlock(&layer.lock);
+}
+
+bool cl_queue_reads_host(cl_command_queue q)
+{
+	cl_device_id d = NULL;
+	bool system;
+
+	if (cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL) != CL_SUCCESS)
+		return true; /* not a queue: the driver says so */
+	pthread_mutex_lock(&layer.lock);
+	system = device_mode(d) == MODE_SYSTEM;
+	pthread_mutex_unlock(&layer.lock);
+	return system;
+}
+
 void cl_settle_ended(void)
 {
 	pthread_mutex_lock(&layer.lock);
@@ -789,7 +809,7 @@ static cl_int CL_API_CALL wait_for_events(cl_uint n, const cl_event *events)
  * Blocking commands are waits too: on an in-order queue, the launches before
  * them are done when they return, and a program may read its memory then.
  */
-static void settle_queue(cl_command_queue q)
+void cl_settle_queue(cl_command_queue q)
 {
 	pthread_mutex_lock(&layer.lock);
 	settle(on_queue, q);
@@ -803,7 +823,7 @@ static cl_int CL_API_CALL read_buffer(cl_command_queue q, cl_mem m, cl_bool bloc
 	cl_int err = cl_driver.clEnqueueReadBuffer(q, m, blocking, off, size, ptr, nwait, wait, ev);
 
 	if (blocking && err == CL_SUCCESS)
-		settle_queue(q);
+		cl_settle_queue(q);
 	return err;
 }
 
@@ -815,33 +835,12 @@ static void *CL_API_CALL map_buffer(cl_command_queue q, cl_mem m, cl_bool blocki
 	void *p = cl_driver.clEnqueueMapBuffer(q, m, blocking, flags, off, size, nwait, wait, ev, &err);
 
 	if (blocking && err == CL_SUCCESS)
-		settle_queue(q);
+		cl_settle_queue(q);
 	if (ret_err)
 		*ret_err = err;
 	return p;
 }
 
-static cl_int CL_API_CALL svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst,
-				     const void *src, size_t size, cl_uint nwait,
-				     const cl_event *wait, cl_event *ev)
-{
-	cl_int err = cl_driver.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
-
-	if (blocking && err == CL_SUCCESS)
-		settle_queue(q);
-	return err;
-}
-
-static cl_int CL_API_CALL svm_map(cl_command_queue q, cl_bool blocking, cl_map_flags flags,
-				  void *p, size_t size, cl_uint nwait, const cl_event *wait,
-				  cl_event *ev)
-{
-	cl_int err = cl_driver.clEnqueueSVMMap(q, blocking, flags, p, size, nwait, wait, ev);
-
-	if (blocking && err == CL_SUCCESS)
-		settle_queue(q);
-	return err;
-}
 
 /*
  * Programs are built with their kernels' argument information, so that a
@@ -970,8 +969,14 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	ours.clSetEventCallback = cl_set_event_callback;
 	ours.clEnqueueReadBuffer = read_buffer;
 	ours.clEnqueueMapBuffer = map_buffer;
-	ours.clEnqueueSVMMemcpy = svm_memcpy;
-	ours.clEnqueueSVMMap = svm_map;
+	ours.clSVMAlloc = cl_svm_alloc;
+	ours.clSVMFree = cl_svm_free;
+	ours.clEnqueueSVMFree = cl_enqueue_svm_free;
+	ours.clEnqueueSVMMemcpy = cl_svm_memcpy;
+	ours.clEnqueueSVMMemFill = cl_svm_memfill;
+	ours.clEnqueueSVMMap = cl_svm_map;
+	ours.clEnqueueSVMUnmap = cl_svm_unmap;
+	ours.clEnqueueSVMMigrateMem = cl_svm_migrate;
 	ours.clBuildProgram = build_program;
 	ours.clCompileProgram = compile_program;
 	ours.clGetExtensionFunctionAddress = get_extension_address;
