@@ -23,6 +23,9 @@
  *           pointers stored in memory cannot work this way, and its launch
  *           is refused with a message saying so.
  *   coarse  coarse-grain SVM only: served as buffer, for now (see README).
+ *
+ * cl_complete.c sees the other ways a host learns that kernels ended (event
+ * status, callbacks); cl_svm.c serves SVM commands given ordinary memory.
  */
 #include <dlfcn.h>
 #include <errno.h>
