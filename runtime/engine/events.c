@@ -87,6 +87,23 @@ void event_remapped(uintptr_t from, uintptr_t to, size_t len)
 				(unsigned long)(to + i * PAGE_SIZE));
 		i += n ? n : 1;
 	}
+	/*
+	 * A raw mremap(2) returns once its events are read, not applied: the
+	 * program may have unmapped "to" already (its UNMAP event, behind this
+	 * one, finds nothing registered). Words no page there adopted give
+	 * their device memory back; one holding a slot is unique, so a page
+	 * that adopted it holds the same word.
+	 */
+	for (size_t i = 0; i < npages; i++) {
+		uintptr_t a = to + i * PAGE_SIZE;
+		uint64_t *w;
+
+		if (words[i] == PW_UNMAPPED || !pw_off_host(words[i]))
+			continue;
+		w = reg_word(a, NULL);
+		if (!w || *w != words[i])
+			page_drop_moved(a, words[i]);
+	}
 	meta_free(attrs, nattrs * sizeof(*attrs));
 	meta_free(words, npages * sizeof(*words));
 }

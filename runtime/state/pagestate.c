@@ -271,6 +271,19 @@ uint64_t page_move_out(uint64_t *w)
 	return moved;
 }
 
+/*
+ * A word page_move_out handed out found no page to land on: its new address
+ * was unmapped before the fault thread applied the mremap (a raw mremap(2)
+ * returns once its events are read, not applied). Its data went with that
+ * mapping: its device memory is given back, as page_drop does.
+ */
+void page_drop_moved(uintptr_t addr, uint64_t word)
+{
+	uint64_t w = word;
+
+	page_drop(addr, &w);
+}
+
 /* The page becomes managed (again): manage, mmap, or the target of mremap. */
 void page_adopt(uint64_t *w, uint64_t word)
 {

@@ -409,6 +409,7 @@ void page_end_exclusive(uint64_t *w, bool holding_stale);
 void page_commit_dup(struct hmm_device_core *c, struct range *r, uintptr_t addr, uint64_t slot);
 void page_collapse_dup(uintptr_t addr, uint64_t *w);
 uint64_t page_move_out(uint64_t *w);
+void page_drop_moved(uintptr_t addr, uint64_t word);
 void page_adopt(uint64_t *w, uint64_t word);
 void page_unmap(uint64_t *w);
 void page_fork_child(uint64_t *w);
