@@ -191,7 +191,7 @@ struct rt_thread {
 	unsigned meta_only;     /* allocations here must not be managed memory */
 	bool internal;          /* a runtime thread */
 	unsigned in_alloc;      /* inside jemalloc: its mmap calls are its own */
-	bool bound;             /* heap.c: bound to a managed arena */
+	unsigned bound;         /* heap.c: bound to an app arena of this generation (0: not) */
 	bool in_boot;           /* heap.c: the heap is being set up by this thread */
 #if UHMM_DEBUG_CHECKS
 	uint8_t locks[LOCK_NR]; /* check.c: locks this thread holds, by class */

@@ -89,6 +89,9 @@ static const struct opt_desc descs[] = {
 	  "0: under uhmm, leave OpenCL programs alone (no layer: pointers reach the driver as they are)" },
 	{ "UHMM_OPENCL_SVM", OPT_CHOICE, NO_FIELD, 0, 0, cl_modes, "",
 	  "how the OpenCL layer serves a device: system, coarse or buffer (default: what it offers)" },
+	{ "UHMM_OPENCL_SVM_HEAP", OPT_SIZE, NO_FIELD, 0, 0, NULL, "1G",
+	  "coarse mode: the heap is served from the device's SVM memory in pieces of this size "
+	  "(at most the device's largest allocation)" },
 	{ "UHMM_HOST_LIMIT", OPT_SIZE, FIELD(host_limit), 0, 0, NULL, "",
 	  "keep managed host-resident memory under this size by evicting cold pages to the "
 	  "first device" },

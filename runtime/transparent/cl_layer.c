@@ -72,6 +72,7 @@ struct stand_in {
 	size_t len;
 	char *snapshot;                 /* the host's bytes at the launch */
 	bool read_only;                 /* every kernel given it declares it const */
+	bool lease;                     /* no buffer: the shared heap, lent to the device */
 };
 
 static struct {
@@ -298,7 +299,8 @@ static void free_stand_in(struct stand_in *s)
 {
 	if (s->done)
 		cl_driver.clReleaseEvent(s->done);
-	cl_driver.clReleaseMemObject(s->buf);
+	if (s->buf)
+		cl_driver.clReleaseMemObject(s->buf);
 	cl_driver.clReleaseCommandQueue(s->queue);
 	snapshot_free(s->snapshot, s->len);
 	meta_free(s, sizeof(*s));
@@ -317,6 +319,11 @@ static void settle_one(struct stand_in *s)
 	bool ok = true;
 
 	cl_driver.clWaitForEvents(1, &s->done);
+	if (s->lease) {
+		cl_coarse_take_back(s->queue);
+		free_stand_in(s);
+		return;
+	}
 	if (!s->read_only && !bounce)
 		bounce = meta_alloc(BOUNCE_SIZE);
 	for (size_t at = 0; !s->read_only && ok && at < s->len; at += BOUNCE_SIZE) {
@@ -407,6 +414,16 @@ void cl_settle_all(void)
 	pthread_mutex_lock(&layer.lock);
 	settle(any, NULL);
 	pthread_mutex_unlock(&layer.lock);
+}
+
+bool cl_device_coarse(cl_device_id d)
+{
+	bool coarse;
+
+	pthread_mutex_lock(&layer.lock);
+	coarse = device_mode(d) == MODE_COARSE;
+	pthread_mutex_unlock(&layer.lock);
+	return coarse;
 }
 
 bool cl_queue_reads_host(cl_command_queue q)
@@ -516,6 +533,8 @@ static void drop_stand_ins(struct stand_in *list)
 		list = s->next;
 		if (s->done)
 			settle_one(s); /* handed over: its earlier kernel's writes come back */
+		else if (s->lease)
+			settle_one(s); /* the heap was handed over: it comes back after that */
 		else
 			free_stand_in(s);
 	}
@@ -537,6 +556,8 @@ static bool driver_takes_pointers(cl_kernel k)
 	size_t size = 0;
 	bool system = true;
 
+	if (cl_coarse_kernel(k))
+		return true; /* every heap pointer is an SVM pointer there */
 	if (cl_driver.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS ||
 	    cl_driver.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices,
 				       &size) != CL_SUCCESS)
@@ -620,8 +641,18 @@ static cl_int CL_API_CALL set_arg(cl_kernel k, cl_uint i, size_t size, const voi
 static cl_int CL_API_CALL set_exec_info(cl_kernel k, cl_kernel_exec_info name, size_t size,
 					const void *value)
 {
-	cl_int err = cl_driver.clSetKernelExecInfo(k, name, size, value);
 	struct kernel_state *s;
+	cl_int err;
+
+	/*
+	 * In the shared heap's context the device follows stored pointers into
+	 * the heap's regions, which each launch names (prepare_coarse); a
+	 * coarse-grain driver would refuse fine-grain system SVM.
+	 */
+	if (name == CL_KERNEL_EXEC_INFO_SVM_FINE_GRAIN_SYSTEM && cl_coarse_kernel(k))
+		err = size == sizeof(cl_bool) && value ? CL_SUCCESS : CL_INVALID_VALUE;
+	else
+		err = cl_driver.clSetKernelExecInfo(k, name, size, value);
 
 	if (err != CL_SUCCESS)
 		return err;
@@ -657,6 +688,75 @@ static cl_int CL_API_CALL release_kernel(cl_kernel k)
 	return cl_driver.clReleaseKernel(k);
 }
 
+static bool in_shared_memory(const void *p)
+{
+	return cl_coarse_owns(p) || cl_svm_driver_owns(p, 1);
+}
+
+static cl_int refuse_outside(cl_kernel k, const char *what, unsigned i, const void *p)
+{
+	char name[128] = "?";
+
+	cl_driver.clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL);
+	log_err("opencl: kernel %s: %s %u is %p, outside the device's shared virtual memory "
+		"(coarse mode serves the heap from it; this memory was allocated before the layer "
+		"set up, or not by malloc): launch refused", name, what, i, p);
+	return CL_INVALID_ARG_VALUE;
+}
+
+/*
+ * layer.lock held. Coarse mode, in the shared heap's context: every pointer
+ * the kernel is given must lie in SVM memory; the heap's regions join the
+ * allocations the exec info names (the kernel may follow stored pointers
+ * into any of them) and go to the device on q. A lease on the pending list
+ * brings them back when the host learns the kernel ended.
+ */
+static cl_int prepare_coarse(cl_command_queue q, cl_kernel k, struct kernel_state *s,
+			     struct stand_in **ret_list)
+{
+	const void *ptrs[MAX_ARGS + 32];
+	struct stand_in *lease = NULL;
+	unsigned n = 0;
+	cl_int err;
+
+	for (unsigned i = 0; s && i < MAX_ARGS; i++)
+		if (s->svm[i] && !in_shared_memory(s->svm[i]))
+			return refuse_outside(k, "argument", i, s->svm[i]);
+	for (unsigned i = 0; s && i < s->nsvm_ptrs; i++) {
+		if (s->svm_ptrs[i] && !in_shared_memory(s->svm_ptrs[i]))
+			return refuse_outside(k, "exec-info pointer", i, s->svm_ptrs[i]);
+		if (n < MAX_ARGS)
+			ptrs[n++] = s->svm_ptrs[i];
+	}
+	n += cl_coarse_regions(ptrs + n, 32);
+	err = cl_driver.clSetKernelExecInfo(k, CL_KERNEL_EXEC_INFO_SVM_PTRS, n * sizeof(ptrs[0]),
+					    ptrs);
+	if (err != CL_SUCCESS)
+		return err;
+	/* One lease at a time: on another queue, the heap comes back first. */
+	for (struct stand_in **p = &layer.pending; *p; p = &(*p)->next) {
+		if (!(*p)->lease)
+			continue;
+		lease = *p;
+		*p = lease->next;
+		if (lease->queue != q) {
+			settle_one(lease);
+			lease = NULL;
+		}
+		break;
+	}
+	if (!lease && !(lease = meta_alloc(sizeof(*lease))))
+		return CL_OUT_OF_HOST_MEMORY;
+	if (!lease->queue) {
+		lease->lease = true;
+		cl_driver.clRetainCommandQueue(q);
+		lease->queue = q;
+	}
+	lease->next = NULL;
+	*ret_list = lease;
+	return cl_coarse_hand_over(q);
+}
+
 /* layer.lock held: the launch's memory made ready for its mode. */
 static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_list)
 {
@@ -679,6 +779,15 @@ static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_lis
 		for (unsigned i = 0; s && i < s->nsvm_ptrs; i++)
 			bring_home(s->svm_ptrs[i]);
 		return CL_SUCCESS;
+	}
+	if (mode == MODE_COARSE && cl_coarse_kernel(k)) {
+		cl_int err = prepare_coarse(q, k, s, ret_list);
+
+		if (err != CL_SUCCESS) {
+			drop_stand_ins(*ret_list);
+			*ret_list = NULL;
+		}
+		return err;
 	}
 	if (!s)
 		return CL_SUCCESS;
@@ -972,6 +1081,8 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	ours.clSetEventCallback = cl_set_event_callback;
 	ours.clEnqueueReadBuffer = read_buffer;
 	ours.clEnqueueMapBuffer = map_buffer;
+	ours.clCreateContext = cl_create_context;
+	ours.clCreateContextFromType = cl_create_context_from_type;
 	ours.clSVMAlloc = cl_svm_alloc;
 	ours.clSVMFree = cl_svm_free;
 	ours.clEnqueueSVMFree = cl_enqueue_svm_free;
@@ -1002,11 +1113,12 @@ void cl_layer_register(void)
 
 	if ((off && !strcmp(off, "0")) || !dladdr((void *)clInitLayer, &self) || !self.dli_fname)
 		return;
-	if (old && strstr(old, self.dli_fname))
-		return;
-	snprintf(value, sizeof(value), "%s%s%s", self.dli_fname, old && *old ? ":" : "",
-		 old && *old ? old : "");
-	setenv("OPENCL_LAYERS", value, 1);
+	if (!old || !strstr(old, self.dli_fname)) {
+		snprintf(value, sizeof(value), "%s%s%s", self.dli_fname, old && *old ? ":" : "",
+			 old && *old ? old : "");
+		setenv("OPENCL_LAYERS", value, 1);
+	}
+	cl_coarse_start();
 }
 
 #else

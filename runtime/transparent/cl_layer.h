@@ -28,6 +28,8 @@ void cl_settle_all(void);
 void cl_settle_queue(cl_command_queue q);
 /* The device behind q reads host memory in place (system mode). */
 bool cl_queue_reads_host(cl_command_queue q);
+/* Device d is served in coarse mode. */
+bool cl_device_coarse(cl_device_id d);
 
 /* ---- cl_complete.c: completion seen through events ----------------------- */
 
@@ -36,6 +38,32 @@ cl_int CL_API_CALL cl_get_event_info(cl_event ev, cl_event_info name, size_t siz
 cl_int CL_API_CALL cl_set_event_callback(cl_event ev, cl_int type,
 					 void(CL_CALLBACK *fn)(cl_event, cl_int, void *),
 					 void *data);
+
+/* ---- cl_coarse.c: the heap in a coarse-grain SVM device's memory --------- */
+
+/* At start, in a program linked with OpenCL: serve the heap from SVM if coarse. */
+void cl_coarse_start(void);
+bool cl_coarse_context(cl_context ctx);       /* the context the heap lives in */
+bool cl_coarse_kernel(cl_kernel k);           /* a kernel of that context */
+bool cl_coarse_owns(const void *p);           /* p lies in the shared heap */
+unsigned cl_coarse_regions(const void **ret, unsigned max);
+/* Ownership of the heap's regions: to the device ahead of a launch on q, back after. */
+cl_int cl_coarse_hand_over(cl_command_queue q);
+void cl_coarse_take_back(cl_command_queue q);
+cl_context CL_API_CALL cl_create_context(const cl_context_properties *props, cl_uint n,
+					 const cl_device_id *devices,
+					 void(CL_CALLBACK *notify)(const char *, const void *,
+								   size_t, void *),
+					 void *data, cl_int *ret_err);
+cl_context CL_API_CALL cl_create_context_from_type(const cl_context_properties *props,
+						   cl_device_type type,
+						   void(CL_CALLBACK *notify)(const char *,
+									     const void *, size_t,
+									     void *),
+						   void *data, cl_int *ret_err);
+/* clSVMAlloc and clSVMFree in the shared context: false where ctx is another. */
+bool cl_coarse_svm_alloc(cl_context ctx, size_t size, cl_uint align, void **ret);
+bool cl_coarse_svm_free(cl_context ctx, void *p);
 
 /* ---- cl_svm.c: SVM allocations, and SVM commands on ordinary memory ------ */
 
@@ -47,6 +75,8 @@ cl_int CL_API_CALL cl_enqueue_svm_free(cl_command_queue q, cl_uint n, void *ptrs
 							     void *),
 				       void *data, cl_uint nwait, const cl_event *wait,
 				       cl_event *ev);
+/* [p, p + len) lies in one of the driver's own SVM allocations. */
+bool cl_svm_driver_owns(const void *p, size_t len);
 cl_int CL_API_CALL cl_svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst, const void *src,
 				 size_t size, cl_uint nwait, const cl_event *wait, cl_event *ev);
 cl_int CL_API_CALL cl_svm_memfill(cl_command_queue q, void *p, const void *pattern,

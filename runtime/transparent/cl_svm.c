@@ -88,8 +88,7 @@ static void untrack(void *p)
 	pthread_mutex_unlock(&allocs.lock);
 }
 
-/* [p, p + len) lies inside one of the driver's SVM allocations. */
-static bool driver_owns(const void *p, size_t len)
+bool cl_svm_driver_owns(const void *p, size_t len)
 {
 	uintptr_t a = (uintptr_t)p;
 	bool owns;
@@ -104,7 +103,11 @@ static bool driver_owns(const void *p, size_t len)
 
 void *CL_API_CALL cl_svm_alloc(cl_context ctx, cl_svm_mem_flags flags, size_t size, cl_uint align)
 {
-	void *p = cl_driver.clSVMAlloc(ctx, flags, size, align);
+	void *p;
+
+	if (cl_coarse_svm_alloc(ctx, size, align, &p))
+		return p;
+	p = cl_driver.clSVMAlloc(ctx, flags, size, align);
 
 	if (p)
 		track(p, size);
@@ -113,23 +116,11 @@ void *CL_API_CALL cl_svm_alloc(cl_context ctx, cl_svm_mem_flags flags, size_t si
 
 void CL_API_CALL cl_svm_free(cl_context ctx, void *p)
 {
+	if (cl_coarse_svm_free(ctx, p))
+		return;
 	if (p)
 		untrack(p);
 	cl_driver.clSVMFree(ctx, p);
-}
-
-cl_int CL_API_CALL cl_enqueue_svm_free(cl_command_queue q, cl_uint n, void *ptrs[],
-				       void(CL_CALLBACK *fn)(cl_command_queue, cl_uint, void *[],
-							     void *),
-				       void *data, cl_uint nwait, const cl_event *wait,
-				       cl_event *ev)
-{
-	cl_int err = cl_driver.clEnqueueSVMFree(q, n, ptrs, fn, data, nwait, wait, ev);
-
-	for (cl_uint i = 0; err == CL_SUCCESS && ptrs && i < n; i++)
-		if (ptrs[i])
-			untrack(ptrs[i]);
-	return err;
 }
 
 /* ---- commands run on the host ---------------------------------------------- */
@@ -182,6 +173,34 @@ static cl_int on_host(cl_command_queue q, const struct host_op *op, cl_uint nwai
 	return err;
 }
 
+cl_int CL_API_CALL cl_enqueue_svm_free(cl_command_queue q, cl_uint n, void *ptrs[],
+				       void(CL_CALLBACK *fn)(cl_command_queue, cl_uint, void *[],
+							     void *),
+				       void *data, cl_uint nwait, const cl_event *wait,
+				       cl_event *ev)
+{
+	cl_context ctx = NULL;
+	cl_int err;
+
+	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
+	if (cl_coarse_context(ctx) && n && ptrs) {
+		/* Heap memory: freed on the host, once what comes before has ended. */
+		struct host_op nothing = { 0 };
+
+		err = on_host(q, &nothing, nwait, wait, ev);
+		if (err == CL_SUCCESS && fn)
+			fn(q, n, ptrs, data);
+		for (cl_uint i = 0; err == CL_SUCCESS && !fn && i < n; i++)
+			cl_coarse_svm_free(ctx, ptrs[i]);
+		return err;
+	}
+	err = cl_driver.clEnqueueSVMFree(q, n, ptrs, fn, data, nwait, wait, ev);
+	for (cl_uint i = 0; err == CL_SUCCESS && ptrs && i < n; i++)
+		if (ptrs[i])
+			untrack(ptrs[i]);
+	return err;
+}
+
 /*
  * Where a command on [a, a + size) (and [b, b + size)) goes: the driver
  * (true), or the host. Outside system mode, the driver gets only its own
@@ -191,7 +210,7 @@ static bool to_driver(cl_command_queue q, const void *a, const void *b, size_t s
 {
 	if (cl_queue_reads_host(q) || !size)
 		return true; /* and an invalid queue or size is the driver's to report */
-	if (!driver_owns(a, size) || (b && !driver_owns(b, size)))
+	if (!cl_svm_driver_owns(a, size) || (b && !cl_svm_driver_owns(b, size)))
 		return false;
 	cl_settle_all();
 	return true;
@@ -253,7 +272,7 @@ cl_int CL_API_CALL cl_svm_unmap(cl_command_queue q, void *p, cl_uint nwait, cons
 	if (!p)
 		return CL_INVALID_VALUE;
 	/* Ordinary memory was never mapped: unmapping gives nothing to the device. */
-	if (!cl_queue_reads_host(q) && !driver_owns(p, 1))
+	if (!cl_queue_reads_host(q) && !cl_svm_driver_owns(p, 1))
 		return on_host(q, &nothing, nwait, wait, ev);
 	return cl_driver.clEnqueueSVMUnmap(q, p, nwait, wait, ev);
 }
@@ -271,7 +290,7 @@ cl_int CL_API_CALL cl_svm_migrate(cl_command_queue q, cl_uint n, const void **pt
 	for (cl_uint i = 0; i < n; i++) {
 		if (!ptrs[i])
 			return CL_INVALID_VALUE;
-		ordinary |= !driver_owns(ptrs[i], sizes && sizes[i] ? sizes[i] : 1);
+		ordinary |= !cl_svm_driver_owns(ptrs[i], sizes && sizes[i] ? sizes[i] : 1);
 	}
 	if (ordinary && !cl_queue_reads_host(q))
 		return on_host(q, &nothing, nwait, wait, ev);

@@ -50,6 +50,9 @@ struct pool {
 	extent_hooks_t hooks;         /* first: jemalloc hands it back to us */
 	const char *name;
 	bool managed;
+	/* Where reservations come from: mmap, or (shared pool) a device. */
+	void *(*provide)(size_t len, void *arg);
+	void *provide_arg;
 	size_t reserve;               /* size of a reservation */
 	size_t chunk;                 /* commit granularity */
 	pthread_mutex_t lock;
@@ -96,13 +99,27 @@ static struct pool meta_pool = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
+/*
+ * The program's allocations once heap_serve_from() is called: memory a
+ * device provides (its shared virtual memory), all of it usable at once,
+ * and not managed (the device's driver decides where it lives).
+ */
+static struct pool shared_pool = {
+	.hooks = POOL_HOOKS,
+	.name = "device-shared heap",
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
 static struct {
 	bool ready;
 	unsigned meta_arena;
-	unsigned app_arenas[MAX_APP_ARENAS];
+	_Atomic unsigned app_arenas[MAX_APP_ARENAS];
 	unsigned napp;
 	_Atomic unsigned next_app;
 } heap;
+
+/* Bumped when the app arenas change: threads bound before bind again. */
+_Atomic unsigned heap_generation = 1;
 
 /* jemalloc options: few automatic arenas (we bind every thread ourselves). */
 UHMM_INTERPOSE const char *malloc_conf = "narenas:1,background_thread:false";
@@ -122,12 +139,41 @@ uintptr_t heap_app_first_start, heap_app_first_len;
 
 bool heap_app_owns_slow(const void *p)
 {
-	return in_pool(&app_pool, (uintptr_t)p);
+	return in_pool(&app_pool, (uintptr_t)p) || in_pool(&shared_pool, (uintptr_t)p);
 }
 
 bool heap_meta_owns(const void *p)
 {
 	return in_pool(&meta_pool, (uintptr_t)p);
+}
+
+/*
+ * pool lock held: a region from the pool's provider, usable as it comes.
+ * It may be called inside jemalloc (an extent hook): the provider's own
+ * allocations are the runtime's (meta_only), which jemalloc serves
+ * reentrantly.
+ */
+static struct region *provided_region(struct pool *pl, unsigned n, size_t need)
+{
+	size_t len = MAX(pl->reserve, need);
+	struct region *r = &pl->regions[n];
+	void *p;
+
+	rt_self.meta_only++;
+	p = pl->provide(len, pl->provide_arg);
+	rt_self.meta_only--;
+	if (!p) {
+		log_warn("cannot get %zu MiB more for the %s", len >> 20, pl->name);
+		return NULL;
+	}
+	r->start = (uintptr_t)p;
+	r->end = r->start + len;
+	r->bump = r->start;
+	r->synced = r->end;
+	atomic_store_explicit(&r->committed, r->end, memory_order_relaxed);
+	atomic_store_explicit(&pl->nregions, n + 1, memory_order_release);
+	log_info("%s: %zu MiB at %p", pl->name, len >> 20, p);
+	return r;
 }
 
 /* pool lock held */
@@ -140,6 +186,8 @@ static struct region *new_region(struct pool *pl, size_t need)
 
 	if (n == MAX_REGIONS)
 		return NULL;
+	if (pl->provide)
+		return provided_region(pl, n, ALIGN_UP(need, PMD_SIZE));
 	/* 2 MiB aligned, so the kernel can back it with huge pages. */
 	for (; len >= need && p == MAP_FAILED; len /= 2) {
 		p = sys_mmap(NULL, len + PMD_SIZE, PROT_NONE,
@@ -340,8 +388,12 @@ int heap_init(void)
 	rt_self.in_alloc++;
 	err = create_arena(&meta_pool, &heap.meta_arena);
 	heap.napp = MIN(MAX(cpu_count(), 1u), MAX_APP_ARENAS);
-	for (unsigned i = 0; !err && i < heap.napp; i++)
-		err = create_arena(&app_pool, &heap.app_arenas[i]);
+	for (unsigned i = 0; !err && i < heap.napp; i++) {
+		unsigned ind;
+
+		err = create_arena(&app_pool, &ind);
+		atomic_store_explicit(&heap.app_arenas[i], ind, memory_order_relaxed);
+	}
 	if (!err)
 		find_jemalloc_entry_points();
 	rt_self.in_alloc--;
@@ -384,15 +436,73 @@ void heap_restart_if_requested(void)
 /* Threads share the app arenas round robin, as jemalloc's own do. */
 void heap_bind_thread(void)
 {
-	unsigned ind = heap.app_arenas[atomic_fetch_add(&heap.next_app, 1) % heap.napp];
+	unsigned gen = atomic_load_explicit(&heap_generation, memory_order_acquire);
+	unsigned ind = atomic_load_explicit(
+		&heap.app_arenas[atomic_fetch_add(&heap.next_app, 1) % heap.napp],
+		memory_order_relaxed);
 
 	rt_self.in_alloc++;
 	mallctl("thread.arena", NULL, NULL, &ind, sizeof(ind));
 	/* Its cache may hold memory of the arena it used before. */
 	mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
 	rt_self.in_alloc--;
-	rt_self.bound = true;
+	rt_self.bound = gen;
 	heap_restart_if_requested();
+}
+
+int heap_serve_from(void *(*provide)(size_t len, void *arg), void *arg, size_t reserve)
+{
+	unsigned arenas[MAX_APP_ARENAS];
+	int err = 0;
+
+	if (!heap.ready || shared_pool.provide)
+		return -EINVAL;
+	pthread_mutex_lock(&shared_pool.lock);
+	shared_pool.provide = provide;
+	shared_pool.provide_arg = arg;
+	shared_pool.reserve = reserve;
+	shared_pool.chunk = PAGE_SIZE;
+	/* One region now, outside jemalloc: most programs never need a second. */
+	if (!new_region(&shared_pool, PAGE_SIZE))
+		err = -ENOMEM;
+	pthread_mutex_unlock(&shared_pool.lock);
+	rt_self.in_alloc++;
+	for (unsigned i = 0; !err && i < heap.napp; i++)
+		err = create_arena(&shared_pool, &arenas[i]);
+	rt_self.in_alloc--;
+	if (err)
+		return err;
+	for (unsigned i = 0; i < heap.napp; i++)
+		atomic_store_explicit(&heap.app_arenas[i], arenas[i], memory_order_relaxed);
+	atomic_fetch_add_explicit(&heap_generation, 1, memory_order_release);
+	return 0;
+}
+
+int heap_shared_region(const void *p, uintptr_t *ret_start, size_t *ret_len)
+{
+	unsigned n = atomic_load_explicit(&shared_pool.nregions, memory_order_acquire);
+
+	for (unsigned i = 0; i < n; i++) {
+		const struct region *r = &shared_pool.regions[i];
+
+		if ((uintptr_t)p - r->start < r->end - r->start) {
+			*ret_start = r->start;
+			*ret_len = r->end - r->start;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+unsigned heap_shared_regions(uintptr_t *starts, size_t *lens, unsigned max)
+{
+	unsigned n = atomic_load_explicit(&shared_pool.nregions, memory_order_acquire);
+
+	for (unsigned i = 0; i < MIN(n, max); i++) {
+		starts[i] = shared_pool.regions[i].start;
+		lens[i] = shared_pool.regions[i].end - shared_pool.regions[i].start;
+	}
+	return MIN(n, max);
 }
 
 /* The runtime's small blocks (meta.c), once the heap is ours. */
@@ -468,6 +578,7 @@ void heap_fork_child(void)
 {
 	pthread_mutex_init(&app_pool.lock, NULL);
 	pthread_mutex_init(&meta_pool.lock, NULL);
+	pthread_mutex_init(&shared_pool.lock, NULL);
 	/* The child's thread binds again on its next allocation. */
-	rt_self.bound = false;
+	rt_self.bound = 0;
 }

@@ -159,7 +159,7 @@ static int thread_flags(void)
 {
 	if (rt_self_internal())
 		return heap_meta_flags();
-	if (unlikely(!rt_self.bound))
+	if (unlikely(!heap_thread_bound()))
 		heap_bind_thread();
 	return 0;
 }
@@ -178,7 +178,7 @@ static void *alloc_slow(size_t size, size_t align, bool zero)
 /* The common case: a bound application thread. */
 static inline bool fast(void)
 {
-	return likely(rt_self.bound) && !rt_self_internal();
+	return likely(heap_thread_bound()) && !rt_self_internal();
 }
 
 UHMM_INTERPOSE void *malloc(size_t size)

@@ -33,6 +33,21 @@ bool heap_meta_owns(const void *p);
 int heap_meta_flags(void);          /* mallocx flags of the unmanaged pool */
 /* A thread's first managed allocation: an arena of its own, and a restart if due. */
 void heap_bind_thread(void);
+extern _Atomic unsigned heap_generation;
+static inline bool heap_thread_bound(void)
+{
+	return rt_self.bound == atomic_load_explicit(&heap_generation, memory_order_relaxed);
+}
+/*
+ * From now on the program's allocations come from memory provide() gives
+ * (a device's shared virtual memory), regions of at least reserve bytes,
+ * not managed. Threads move to the new arenas at their next allocation;
+ * what was allocated before stays where it is.
+ */
+int heap_serve_from(void *(*provide)(size_t len, void *arg), void *arg, size_t reserve);
+/* The region of such memory holding p, or -ENOENT; all of them (up to max). */
+int heap_shared_region(const void *p, uintptr_t *ret_start, size_t *ret_len);
+unsigned heap_shared_regions(uintptr_t *starts, size_t *lens, unsigned max);
 void heap_fork_child(void);
 int heap_extent(const void *p, uintptr_t *ret_start, size_t *ret_len);
 /*
