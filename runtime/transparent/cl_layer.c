@@ -22,7 +22,9 @@
  *           back, so the host's other writes stand. A kernel that follows
  *           pointers stored in memory cannot work this way, and its launch
  *           is refused with a message saying so.
- *   coarse  coarse-grain SVM only: served as buffer, for now (see README).
+ *   coarse  coarse-grain SVM only: the heap is served from the device's SVM
+ *           memory (cl_coarse.c), so pointers, stored ones included, are
+ *           the driver's to follow; they are checked, not replaced.
  *
  * cl_complete.c sees the other ways a host learns that kernels ended (event
  * status, callbacks); cl_svm.c serves SVM commands given ordinary memory.
