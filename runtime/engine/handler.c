@@ -298,6 +298,13 @@ static void process(const struct uffd_msg *msgs, size_t n)
  * kernel until its event is read (madvise, munmap) can go on and release
  * what the forking thread may be waiting for; process nothing. Returns
  * whether we are paused.
+ *
+ * The read is under barrier_lock, so that once handler_resume has taken it
+ * no event goes to the backlog: migrations start again right after the
+ * resume, and the REMOVE event of their own zap, read here, would get past
+ * their handler_barrier (a paused read starts no batch) and be processed
+ * only after they forgot the zap, as the application's discard: the pages
+ * they had just copied to the device dropped, reading zero.
  */
 static bool paused_round(void)
 {
@@ -309,7 +316,6 @@ static bool paused_round(void)
 		pthread_cond_broadcast(&ft.barrier_cond);
 	}
 	paused = ft.paused;
-	pthread_mutex_unlock(&ft.barrier_lock);
 	if (paused && ft.nbacklog < BACKLOG) {
 		ssize_t n = read(uffd.fd, ft.backlog + ft.nbacklog,
 				 (BACKLOG - ft.nbacklog) * sizeof(ft.backlog[0]));
@@ -317,6 +323,7 @@ static bool paused_round(void)
 		if (n > 0)
 			ft.nbacklog += (unsigned)(n / (ssize_t)sizeof(ft.backlog[0]));
 	}
+	pthread_mutex_unlock(&ft.barrier_lock);
 	return paused;
 }
 
