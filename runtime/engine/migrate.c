@@ -498,6 +498,10 @@ static int adopt_pieces(struct pieces *ps, struct hmm_device_core *dst)
 
 		if (!vma_private_anon(&(struct vma){ .flags = pc->flags }))
 			continue;
+		if (reg_foreign(pc->start, pc->end)) {
+			pc->flags |= VMA_SHARED; /* not ours to move: a device's, or the runtime's */
+			continue;
+		}
 		/* UFFDIO_MOVE refuses mlock'ed memory by itself; other paths ask. */
 		if (dst && !(dev_movable(dst) && (pc->flags & VMA_WRITE) && !(pc->flags & VMA_EXEC)))
 			err = vma_locked(pc->start, pc->end, &locked);

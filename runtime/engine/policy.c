@@ -251,7 +251,7 @@ static int adopt(const struct vma *v, uintptr_t s, uintptr_t e, void *arg)
 	(void)arg;
 	if (!v)
 		return -EINVAL;
-	if (vma_private_anon(v)) {
+	if (vma_private_anon(v) && !reg_foreign(s, e)) {
 		reg_lock();
 		err = reg_add(s, e, NULL);
 		reg_unlock();

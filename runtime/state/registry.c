@@ -334,11 +334,15 @@ static int add_span(uintptr_t start, uintptr_t end, const uint64_t *words, bool 
 
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret)
 {
+	if (reg_foreign(start, end))
+		return -EINVAL;
 	return add_span(start, end, NULL, true, ret);
 }
 
 int reg_add_lazy(uintptr_t start, uintptr_t end)
 {
+	if (reg_foreign(start, end))
+		return -EINVAL;
 	return add_span(start, end, NULL, false, NULL);
 }
 
@@ -565,6 +569,20 @@ void reg_fork_child(void)
 
 /* Set once, from inside the process's first malloc: no lock may be taken there. */
 static void (*_Atomic catch_up)(void);
+
+static bool (*_Atomic foreign)(uintptr_t start, uintptr_t end);
+
+void reg_set_foreign(bool (*fn)(uintptr_t start, uintptr_t end))
+{
+	atomic_store(&foreign, fn);
+}
+
+bool reg_foreign(uintptr_t start, uintptr_t end)
+{
+	bool (*fn)(uintptr_t, uintptr_t) = atomic_load_explicit(&foreign, memory_order_acquire);
+
+	return fn && fn(start, end);
+}
 
 void reg_set_catch_up(void (*fn)(void))
 {

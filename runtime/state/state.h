@@ -329,6 +329,14 @@ int reg_snapshot(struct span **ret, size_t *ret_n);
  */
 void reg_set_catch_up(void (*fn)(void));
 void reg_catch_up(void);
+/*
+ * Private anonymous memory that is not the runtime's to manage although it
+ * looks like it (the transparent mode's own pools, a device's shared heap):
+ * reg_add refuses it, and hmm_migrate and hmm_advise pass it by. The heap
+ * installs the test when it starts.
+ */
+void reg_set_foreign(bool (*fn)(uintptr_t start, uintptr_t end));
+bool reg_foreign(uintptr_t start, uintptr_t end);
 
 /* ---- attr.c: interval advice (preferred location, accessed-by) ------------ */
 

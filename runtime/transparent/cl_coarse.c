@@ -60,8 +60,9 @@ static void *provide(size_t len, void *arg)
 	p = cl_driver.clSVMAlloc(shared.ctx, CL_MEM_READ_WRITE, len, 0);
 	if (!p)
 		return NULL;
-	if (cl_driver.clEnqueueSVMMap(shared.queue, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, p, len, 0,
-				      NULL, NULL) != CL_SUCCESS) {
+	/* Nothing in it yet: the host takes it without a copy. */
+	if (cl_driver.clEnqueueSVMMap(shared.queue, CL_TRUE, CL_MAP_WRITE_INVALIDATE_REGION, p, len,
+				      0, NULL, NULL) != CL_SUCCESS) {
 		cl_driver.clSVMFree(shared.ctx, p);
 		return NULL;
 	}
@@ -275,7 +276,8 @@ bool cl_coarse_svm_alloc(cl_context ctx, size_t size, cl_uint align, void **ret)
 {
 	if (!cl_coarse_context(ctx))
 		return false;
-	*ret = size ? aligned_alloc(MAX(align, 128u), ALIGN_UP(size, MAX(align, 128u))) : NULL;
+	/* The program's memory, though it asked through the driver (cl_wrap.c). */
+	*ret = size ? heap_program_memalign(MAX(align, 128u), size) : NULL;
 	return true;
 }
 

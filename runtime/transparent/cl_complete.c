@@ -67,6 +67,8 @@ cl_int CL_API_CALL cl_get_event_info(cl_event ev, cl_event_info name, size_t siz
 static void *callback_thread(void *arg)
 {
 	(void)arg;
+	/* The program's code runs here: its memory is the program's (cl_wrap.c started us). */
+	rt_self.meta_only = 0;
 	for (;;) {
 		struct callback *cb;
 

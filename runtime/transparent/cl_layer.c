@@ -182,14 +182,15 @@ static enum cl_mode device_mode(cl_device_id d)
 
 /*
  * The memory a pointer argument stands for: the heap allocation it starts
- * (or, for small ones, the size class holding it), else the rest of its
- * mapping. -ENOENT: no memory there at all.
+ * (or, for small ones, the size class holding it), the driver's SVM
+ * allocation holding it, else the rest of its mapping. -ENOENT: no memory
+ * there at all.
  */
 static int extent_of(const void *p, uintptr_t *ret_start, size_t *ret_len)
 {
 	struct vma v;
 
-	if (!heap_extent(p, ret_start, ret_len))
+	if (!heap_extent(p, ret_start, ret_len) || !cl_svm_extent(p, ret_start, ret_len))
 		return 0;
 	if (vma_query((uintptr_t)p, &v))
 		return -ENOENT;
@@ -1098,14 +1099,17 @@ UHMM_INTERPOSE cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_disp
 	ours.clGetExtensionFunctionAddress = get_extension_address;
 	ours.clGetExtensionFunctionAddressForPlatform = get_extension_address_for_platform;
 	*num_entries_ret = (cl_uint)MIN(num_entries, sizeof(ours) / sizeof(void *));
+	cl_wrap_table(&ours, *num_entries_ret);
 	*layer_dispatch_ret = &ours;
 	return CL_SUCCESS;
 }
 
 /*
- * Under uhmm: name ourselves first in OPENCL_LAYERS, before the program's
- * first OpenCL call makes the loader read it. UHMM_OPENCL_LAYER=0 leaves
- * OpenCL alone.
+ * Under uhmm: name ourselves last in OPENCL_LAYERS, before the program's
+ * first OpenCL call makes the loader read it. ocl-icd wraps each layer it
+ * loads around the ones before, so the last is the one the program calls:
+ * layers already named sit between us and the driver, and see what the
+ * device is given. UHMM_OPENCL_LAYER=0 leaves OpenCL alone.
  */
 void cl_layer_register(void)
 {
@@ -1116,8 +1120,8 @@ void cl_layer_register(void)
 	if ((off && !strcmp(off, "0")) || !dladdr((void *)clInitLayer, &self) || !self.dli_fname)
 		return;
 	if (!old || !strstr(old, self.dli_fname)) {
-		snprintf(value, sizeof(value), "%s%s%s", self.dli_fname, old && *old ? ":" : "",
-			 old && *old ? old : "");
+		snprintf(value, sizeof(value), "%s%s%s", old && *old ? old : "",
+			 old && *old ? ":" : "", self.dli_fname);
 		setenv("OPENCL_LAYERS", value, 1);
 	}
 	cl_coarse_start();

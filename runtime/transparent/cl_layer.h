@@ -31,6 +31,11 @@ bool cl_queue_reads_host(cl_command_queue q);
 /* Device d is served in coarse mode. */
 bool cl_device_coarse(cl_device_id d);
 
+/* ---- cl_wrap.c: the program's calls into the driver run as the runtime's -- */
+
+/* Each of the first entries of table becomes a wrapper calling what it held. */
+void cl_wrap_table(struct _cl_icd_dispatch *table, size_t entries);
+
 /* ---- cl_complete.c: completion seen through events ----------------------- */
 
 cl_int CL_API_CALL cl_get_event_info(cl_event ev, cl_event_info name, size_t size, void *value,
@@ -75,8 +80,9 @@ cl_int CL_API_CALL cl_enqueue_svm_free(cl_command_queue q, cl_uint n, void *ptrs
 							     void *),
 				       void *data, cl_uint nwait, const cl_event *wait,
 				       cl_event *ev);
-/* [p, p + len) lies in one of the driver's own SVM allocations. */
+/* [p, p + len) lies in one of the driver's own SVM allocations; the one holding p. */
 bool cl_svm_driver_owns(const void *p, size_t len);
+int cl_svm_extent(const void *p, uintptr_t *ret_start, size_t *ret_len);
 cl_int CL_API_CALL cl_svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst, const void *src,
 				 size_t size, cl_uint nwait, const cl_event *wait, cl_event *ev);
 cl_int CL_API_CALL cl_svm_memfill(cl_command_queue q, void *p, const void *pattern,

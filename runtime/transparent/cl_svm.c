@@ -88,6 +88,23 @@ static void untrack(void *p)
 	pthread_mutex_unlock(&allocs.lock);
 }
 
+int cl_svm_extent(const void *p, uintptr_t *ret_start, size_t *ret_len)
+{
+	uintptr_t a = (uintptr_t)p;
+	int err = -ENOENT;
+	size_t i;
+
+	pthread_mutex_lock(&allocs.lock);
+	i = alloc_index(a);
+	if (i < allocs.n && allocs.v[i].start <= a) {
+		*ret_start = allocs.v[i].start;
+		*ret_len = allocs.v[i].len;
+		err = 0;
+	}
+	pthread_mutex_unlock(&allocs.lock);
+	return err;
+}
+
 bool cl_svm_driver_owns(const void *p, size_t len)
 {
 	uintptr_t a = (uintptr_t)p;

@@ -159,14 +159,15 @@ static struct region *provided_region(struct pool *pl, unsigned n, size_t need)
 	struct region *r = &pl->regions[n];
 	void *p;
 
+	/* A page more: extents are page-aligned, and a driver aligns to 128 bytes at most. */
 	rt_self.meta_only++;
-	p = pl->provide(len, pl->provide_arg);
+	p = pl->provide(len + PAGE_SIZE, pl->provide_arg);
 	rt_self.meta_only--;
 	if (!p) {
 		log_warn("cannot get %zu MiB more for the %s", len >> 20, pl->name);
 		return NULL;
 	}
-	r->start = (uintptr_t)p;
+	r->start = ALIGN_UP((uintptr_t)p, PAGE_SIZE);
 	r->end = r->start + len;
 	r->bump = r->start;
 	r->synced = r->end;
@@ -271,8 +272,11 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
 	pthread_mutex_unlock(&pl->lock);
 	rt_self.meta_only--;
 	if (p) {
-		/* Never handed out before, so never touched: zero. */
-		*zero = true;
+		/*
+		 * Never handed out before, so never touched: zero; but memory a
+		 * device provides holds what it holds.
+		 */
+		*zero = !pl->provide;
 		*commit = true;
 	}
 	return p;
@@ -379,6 +383,21 @@ static void find_jemalloc_entry_points(void)
 	dlclose(lib); /* NOLOAD: only a reference to drop; we stay linked to it */
 }
 
+/* The runtime's pool and a device's shared heap are never managed memory. */
+static bool heap_foreign(uintptr_t start, uintptr_t end)
+{
+	struct pool *pools[] = { &meta_pool, &shared_pool };
+
+	for (size_t p = 0; p < ARRAY_SIZE(pools); p++) {
+		unsigned n = atomic_load_explicit(&pools[p]->nregions, memory_order_acquire);
+
+		for (unsigned i = 0; i < n; i++)
+			if (start < pools[p]->regions[i].end && pools[p]->regions[i].start < end)
+				return true;
+	}
+	return false;
+}
+
 int heap_init(void)
 {
 	int err;
@@ -401,6 +420,7 @@ int heap_init(void)
 		return err;
 	heap.ready = true;
 	meta_set_allocator(meta_calloc, meta_free_block);
+	reg_set_foreign(heap_foreign);
 	reg_set_catch_up(sync_registry);
 	return 0;
 }

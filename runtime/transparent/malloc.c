@@ -216,6 +216,24 @@ static void *aligned(size_t align, size_t size)
 	return alloc_slow(size, align, false);
 }
 
+/*
+ * Memory for the program, asked for from runtime context (a call into the
+ * OpenCL driver, cl_wrap.c): out of the program's arenas all the same. Not
+ * through aligned_alloc(): the compiler takes the malloc family for
+ * builtins that read no state of ours, and drops the flag's stores around
+ * them.
+ */
+void *heap_program_memalign(size_t align, size_t size)
+{
+	unsigned runtime_context = rt_self.meta_only;
+	void *p;
+
+	rt_self.meta_only = 0;
+	p = aligned(align, size);
+	rt_self.meta_only = runtime_context;
+	return p;
+}
+
 /* glibc's memalign rounds an alignment up to a power of two. */
 UHMM_INTERPOSE void *memalign(size_t align, size_t size)
 {

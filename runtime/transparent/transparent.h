@@ -50,6 +50,8 @@ int heap_shared_region(const void *p, uintptr_t *ret_start, size_t *ret_len);
 unsigned heap_shared_regions(uintptr_t *starts, size_t *lens, unsigned max);
 void heap_fork_child(void);
 int heap_extent(const void *p, uintptr_t *ret_start, size_t *ret_len);
+/* Program memory (align: a power of two), even when asked for from runtime context. */
+void *heap_program_memalign(size_t align, size_t size);
 /*
  * A child of fork starts without the runtime; it starts it again on its
  * first managed allocation or mapping. api/preload.c says how, and when.
