@@ -1002,22 +1002,25 @@ static cl_int CL_API_CALL compile_program(cl_program p, cl_uint ndev, const cl_d
 	return err;
 }
 
-/* Extension entries come back as ours where we have one of that name. */
+/*
+ * Extension entries come back as ours where we have one of that name (our
+ * table's entry: wrapped, cl_wrap.c), else the driver's, wrapped too.
+ */
 static void *ours_by_name(const char *name, void *theirs)
 {
-	static const struct {
+	const struct {
 		const char *name;
 		void *fn;
 	} table[] = {
-		{ "clSetKernelArgSVMPointer", (void *)set_arg_svm },
-		{ "clSetKernelExecInfo", (void *)set_exec_info },
-		{ "clEnqueueNDRangeKernel", (void *)enqueue_ndrange_kernel },
+		{ "clSetKernelArgSVMPointer", (void *)ours.clSetKernelArgSVMPointer },
+		{ "clSetKernelExecInfo", (void *)ours.clSetKernelExecInfo },
+		{ "clEnqueueNDRangeKernel", (void *)ours.clEnqueueNDRangeKernel },
 	};
 
 	for (size_t i = 0; name && theirs && i < ARRAY_SIZE(table); i++)
 		if (!strcmp(name, table[i].name))
 			return table[i].fn;
-	return theirs;
+	return theirs ? cl_wrap_extension(theirs) : NULL;
 }
 
 static void *CL_API_CALL get_extension_address(const char *name)

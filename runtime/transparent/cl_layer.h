@@ -35,6 +35,8 @@ bool cl_device_coarse(cl_device_id d);
 
 /* Each of the first entries of table becomes a wrapper calling what it held. */
 void cl_wrap_table(struct _cl_icd_dispatch *table, size_t entries);
+/* A wrapper for an extension entry the driver hands out (fn itself when none is left). */
+void *cl_wrap_extension(void *fn);
 
 /* ---- cl_complete.c: completion seen through events ----------------------- */
 

@@ -65,14 +65,39 @@ static intptr_t (*const wrappers[SLOTS])(ARGS) = {
 	NAME10(9) NAME10(10) NAME10(11) NAME10(12) NAME10(13) NAME10(14) NAME10(15)
 };
 
+static size_t table_entries = SLOTS;
+static pthread_mutex_t extension_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void cl_wrap_table(struct _cl_icd_dispatch *table, size_t entries)
 {
 	void **slot = (void **)table;
 
-	memcpy(inner, table, MIN(entries, (size_t)SLOTS) * sizeof(void *));
-	for (size_t i = 0; i < MIN(entries, (size_t)SLOTS); i++)
+	table_entries = MIN(entries, (size_t)SLOTS);
+	memcpy(inner, table, table_entries * sizeof(void *));
+	for (size_t i = 0; i < table_entries; i++)
 		if (slot[i])
 			slot[i] = (void *)wrappers[i];
+}
+
+/* The slots past the table's serve extension entries, first come first served. */
+void *cl_wrap_extension(void *fn)
+{
+	void *ret = fn;
+
+	pthread_mutex_lock(&extension_lock);
+	for (size_t i = table_entries; i < SLOTS; i++) {
+		if (!inner[i])
+			inner[i] = fn;
+		if (inner[i] == fn) {
+			ret = (void *)wrappers[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&extension_lock);
+	if (ret == fn)
+		log_debug("opencl: no wrapper left for an extension entry: the driver's allocations "
+			  "in it may land in managed memory");
+	return ret;
 }
 
 #else
@@ -80,6 +105,11 @@ void cl_wrap_table(struct _cl_icd_dispatch *table, size_t entries)
 void cl_wrap_table(struct _cl_icd_dispatch *table, size_t entries)
 {
 	(void)table, (void)entries; /* no wrappers: driver memory may be managed */
+}
+
+void *cl_wrap_extension(void *fn)
+{
+	return fn;
 }
 
 #endif

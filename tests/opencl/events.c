@@ -4,7 +4,9 @@
  * on its event (CL_COMPLETE) that reads the results right there, by polling
  * the event's status, and from a callback on a marker enqueued after it.
  * The kernels get malloc'd pointers; the CPU rewrites the inputs between
- * rounds. Prints the sums; they must be the same natively and under uhmm.
+ * rounds. An extension entry (clIcdGetPlatformIDsKHR, where the driver
+ * has it) is called through the pointer the loader hands out. Prints the
+ * sums; they must be the same natively and under uhmm.
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -56,6 +58,21 @@ static void wait_for(struct seen *seen, const char *how)
 	}
 }
 
+typedef cl_int(CL_API_CALL *icd_platforms_fn)(cl_uint, cl_platform_id *, cl_uint *);
+
+/* An extension entry, called through the pointer the loader hands out. */
+static void extension_entry(struct cl *cl)
+{
+	icd_platforms_fn fn = (icd_platforms_fn)clGetExtensionFunctionAddressForPlatform(
+		cl->platform, "clIcdGetPlatformIDsKHR");
+	cl_uint n = 0;
+
+	if (!fn)
+		return;
+	CL_CHECK(fn(0, NULL, &n));
+	printf("events: extension entry called: %u platform(s)\n", n);
+}
+
 static void launch(struct cl *cl, cl_kernel add, cl_event *ev)
 {
 	CL_CHECK(clSetKernelArgSVMPointer(add, 0, a));
@@ -77,6 +94,7 @@ int main(int argc, char **argv)
 		return 1;
 	cl_setup(&cl, source);
 	add = cl_kernel_named(&cl, "add");
+	extension_entry(&cl);
 	for (int round = 0; round < 6; round++) {
 		struct seen seen = { 0 };
 		const char *how = round % 3 == 0 ? "callback" : round % 3 == 1 ? "polling" : "marker";
