@@ -15,7 +15,7 @@ static const char *source =
 
 int main(int argc, char **argv)
 {
-	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : (1u << 20), bytes = n * sizeof(int);
+	size_t n = argc > 1 ? strtoul(argv[1], NULL, 0) : (2u << 20), bytes = n * sizeof(int);
 	int *v = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	long sum = 0, want = 0;
 	struct cl cl;
