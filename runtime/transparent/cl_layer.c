@@ -412,41 +412,57 @@ static bool ended(const struct stand_in *s, const void *arg)
 	       status <= CL_COMPLETE;
 }
 
-void cl_settle_all(void)
+static void settle_now(bool (*which)(const struct stand_in *s, const void *arg), const void *arg)
 {
 	pthread_mutex_lock(&layer.lock);
-	settle(any, NULL);
+	settle(which, arg);
 	pthread_mutex_unlock(&layer.lock);
+}
+
+void cl_settle_all(void)
+{
+	settle_now(any, NULL);
+}
+
+void cl_settle_queue(cl_command_queue q)
+{
+	settle_now(on_queue, q);
+}
+
+void cl_settle_ended(void)
+{
+	settle_now(ended, NULL);
+}
+
+cl_int cl_blocking_done(cl_command_queue q, cl_bool blocking, cl_int err)
+{
+	if (blocking && err == CL_SUCCESS)
+		cl_settle_queue(q);
+	return err;
+}
+
+static enum cl_mode mode_of(cl_device_id d)
+{
+	enum cl_mode mode;
+
+	pthread_mutex_lock(&layer.lock);
+	mode = device_mode(d);
+	pthread_mutex_unlock(&layer.lock);
+	return mode;
 }
 
 bool cl_device_coarse(cl_device_id d)
 {
-	bool coarse;
-
-	pthread_mutex_lock(&layer.lock);
-	coarse = device_mode(d) == MODE_COARSE;
-	pthread_mutex_unlock(&layer.lock);
-	return coarse;
+	return mode_of(d) == MODE_COARSE;
 }
 
 bool cl_queue_reads_host(cl_command_queue q)
 {
 	cl_device_id d = NULL;
-	bool system;
 
 	if (cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL) != CL_SUCCESS)
 		return true; /* not a queue: the driver says so */
-	pthread_mutex_lock(&layer.lock);
-	system = device_mode(d) == MODE_SYSTEM;
-	pthread_mutex_unlock(&layer.lock);
-	return system;
-}
-
-void cl_settle_ended(void)
-{
-	pthread_mutex_lock(&layer.lock);
-	settle(ended, NULL);
-	pthread_mutex_unlock(&layer.lock);
+	return mode_of(d) == MODE_SYSTEM;
 }
 
 bool cl_pending(void)
@@ -559,16 +575,15 @@ static bool driver_takes_pointers(cl_kernel k)
 	size_t size = 0;
 	bool system = true;
 
-	if (cl_coarse_kernel(k))
+	if (cl_driver.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS)
+		return true;
+	if (cl_coarse_context(ctx))
 		return true; /* every heap pointer is an SVM pointer there */
-	if (cl_driver.clGetKernelInfo(k, CL_KERNEL_CONTEXT, sizeof(ctx), &ctx, NULL) != CL_SUCCESS ||
-	    cl_driver.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices,
+	if (cl_driver.clGetContextInfo(ctx, CL_CONTEXT_DEVICES, sizeof(devices), devices,
 				       &size) != CL_SUCCESS)
 		return true;
-	pthread_mutex_lock(&layer.lock);
 	for (size_t i = 0; i < size / sizeof(devices[0]); i++)
-		system &= device_mode(devices[i]) == MODE_SYSTEM;
-	pthread_mutex_unlock(&layer.lock);
+		system &= mode_of(devices[i]) == MODE_SYSTEM;
 	return system;
 }
 
@@ -903,9 +918,7 @@ static cl_int CL_API_CALL finish(cl_command_queue q)
 {
 	cl_int err = cl_driver.clFinish(q);
 
-	pthread_mutex_lock(&layer.lock);
-	settle(on_queue, q);
-	pthread_mutex_unlock(&layer.lock);
+	cl_settle_queue(q);
 	return err;
 }
 
@@ -914,9 +927,7 @@ static cl_int CL_API_CALL wait_for_events(cl_uint n, const cl_event *events)
 	cl_int err = cl_driver.clWaitForEvents(n, events);
 
 	/* Which launch an event belongs to is the driver's business: settle all. */
-	pthread_mutex_lock(&layer.lock);
-	settle(any, NULL);
-	pthread_mutex_unlock(&layer.lock);
+	cl_settle_all();
 	return err;
 }
 
@@ -924,22 +935,12 @@ static cl_int CL_API_CALL wait_for_events(cl_uint n, const cl_event *events)
  * Blocking commands are waits too: on an in-order queue, the launches before
  * them are done when they return, and a program may read its memory then.
  */
-void cl_settle_queue(cl_command_queue q)
-{
-	pthread_mutex_lock(&layer.lock);
-	settle(on_queue, q);
-	pthread_mutex_unlock(&layer.lock);
-}
-
 static cl_int CL_API_CALL read_buffer(cl_command_queue q, cl_mem m, cl_bool blocking, size_t off,
 				      size_t size, void *ptr, cl_uint nwait, const cl_event *wait,
 				      cl_event *ev)
 {
-	cl_int err = cl_driver.clEnqueueReadBuffer(q, m, blocking, off, size, ptr, nwait, wait, ev);
-
-	if (blocking && err == CL_SUCCESS)
-		cl_settle_queue(q);
-	return err;
+	return cl_blocking_done(q, blocking, cl_driver.clEnqueueReadBuffer(q, m, blocking, off, size,
+									  ptr, nwait, wait, ev));
 }
 
 static void *CL_API_CALL map_buffer(cl_command_queue q, cl_mem m, cl_bool blocking,
@@ -949,8 +950,7 @@ static void *CL_API_CALL map_buffer(cl_command_queue q, cl_mem m, cl_bool blocki
 	cl_int err;
 	void *p = cl_driver.clEnqueueMapBuffer(q, m, blocking, flags, off, size, nwait, wait, ev, &err);
 
-	if (blocking && err == CL_SUCCESS)
-		cl_settle_queue(q);
+	err = cl_blocking_done(q, blocking, err);
 	if (ret_err)
 		*ret_err = err;
 	return p;

@@ -26,6 +26,8 @@ bool cl_pending(void);
 /* Copy back everything stand-ins hold; everything on queue q. Both wait. */
 void cl_settle_all(void);
 void cl_settle_queue(cl_command_queue q);
+/* A command on q returned with err; when it was blocking, q's stand-ins come back. */
+cl_int cl_blocking_done(cl_command_queue q, cl_bool blocking, cl_int err);
 /* The device behind q reads host memory in place (system mode). */
 bool cl_queue_reads_host(cl_command_queue q);
 /* Device d is served in coarse mode. */

@@ -237,7 +237,6 @@ cl_int CL_API_CALL cl_svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst
 				 size_t size, cl_uint nwait, const cl_event *wait, cl_event *ev)
 {
 	struct host_op op = { dst, src, size, 0 };
-	cl_int err;
 
 	if (!dst || !src)
 		return CL_INVALID_VALUE;
@@ -245,10 +244,8 @@ cl_int CL_API_CALL cl_svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst
 		return CL_MEM_COPY_OVERLAP;
 	if (!to_driver(q, dst, src, size))
 		return on_host(q, &op, nwait, wait, ev);
-	err = cl_driver.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
-	if (blocking && err == CL_SUCCESS)
-		cl_settle_queue(q);
-	return err;
+	return cl_blocking_done(q, blocking, cl_driver.clEnqueueSVMMemcpy(q, blocking, dst, src,
+									 size, nwait, wait, ev));
 }
 
 cl_int CL_API_CALL cl_svm_memfill(cl_command_queue q, void *p, const void *pattern,
@@ -269,16 +266,13 @@ cl_int CL_API_CALL cl_svm_map(cl_command_queue q, cl_bool blocking, cl_map_flags
 			      size_t size, cl_uint nwait, const cl_event *wait, cl_event *ev)
 {
 	struct host_op nothing = { 0 };
-	cl_int err;
 
 	if (!p || !size)
 		return CL_INVALID_VALUE;
 	if (!to_driver(q, p, NULL, size))
 		return on_host(q, &nothing, nwait, wait, ev);
-	err = cl_driver.clEnqueueSVMMap(q, blocking, flags, p, size, nwait, wait, ev);
-	if (blocking && err == CL_SUCCESS)
-		cl_settle_queue(q);
-	return err;
+	return cl_blocking_done(q, blocking, cl_driver.clEnqueueSVMMap(q, blocking, flags, p, size,
+								       nwait, wait, ev));
 }
 
 cl_int CL_API_CALL cl_svm_unmap(cl_command_queue q, void *p, cl_uint nwait, const cl_event *wait,

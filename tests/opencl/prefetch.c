@@ -35,6 +35,17 @@ static uint64_t cpu_faults(void)
 
 static int failed;
 
+/* One work-item of k, to its end; the CPU faults the runtime served meanwhile. */
+static uint64_t launch_counting_faults(struct cl *cl, cl_kernel k)
+{
+	size_t one = 1;
+	uint64_t before = cpu_faults();
+
+	CL_CHECK(clEnqueueNDRangeKernel(cl->queue, k, 1, NULL, &one, NULL, 0, NULL, NULL));
+	CL_CHECK(clFinish(cl->queue));
+	return cpu_faults() - before;
+}
+
 static void expect(const char *what, long got, long want, uint64_t faults)
 {
 	printf("prefetch: %s: sum=%ld (want %ld), %llu CPU faults during the launch\n", what, got,
@@ -51,10 +62,10 @@ int main(int argc, char **argv)
 	struct hmm_device *dev = hmm_device_get(0);
 	struct node *pool = malloc((size_t)n * sizeof(*pool));
 	long *values = malloc((size_t)n * sizeof(*values)), *out = malloc(sizeof(*out)), want = 0;
-	size_t one = 1, pages;
+	size_t pages;
 	cl_kernel walk, sum;
 	cl_mem head, data;
-	uint64_t before;
+	uint64_t faults;
 	struct cl cl;
 	cl_int err;
 
@@ -82,10 +93,8 @@ int main(int argc, char **argv)
 				     sizeof(cl_bool), &(cl_bool){ CL_TRUE }));
 	CL_CHECK(clSetKernelArg(walk, 0, sizeof(head), &head));
 	CL_CHECK(clSetKernelArgSVMPointer(walk, 1, out));
-	before = cpu_faults();
-	CL_CHECK(clEnqueueNDRangeKernel(cl.queue, walk, 1, NULL, &one, NULL, 0, NULL, NULL));
-	CL_CHECK(clFinish(cl.queue));
-	expect("list advised ACCESSED_BY", *out, want, cpu_faults() - before);
+	faults = launch_counting_faults(&cl, walk);
+	expect("list advised ACCESSED_BY", *out, want, faults);
 
 	/* An array behind a buffer created over it. */
 	want = 0;
@@ -98,10 +107,8 @@ int main(int argc, char **argv)
 	CL_CHECK(clSetKernelArg(sum, 0, sizeof(data), &data));
 	CL_CHECK(clSetKernelArg(sum, 1, sizeof(n), &n));
 	CL_CHECK(clSetKernelArgSVMPointer(sum, 2, out));
-	before = cpu_faults();
-	CL_CHECK(clEnqueueNDRangeKernel(cl.queue, sum, 1, NULL, &one, NULL, 0, NULL, NULL));
-	CL_CHECK(clFinish(cl.queue));
-	expect("array behind CL_MEM_USE_HOST_PTR", *out, want, cpu_faults() - before);
+	faults = launch_counting_faults(&cl, sum);
+	expect("array behind CL_MEM_USE_HOST_PTR", *out, want, faults);
 
 	clReleaseMemObject(head);
 	clReleaseMemObject(data);
