@@ -65,7 +65,7 @@ static const struct {
 	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM", "unused" },
 	{ UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED", "unused" },
 	{ UFFD_FEATURE_POISON, "POISON", "SIGBUS for an access whose page cannot come home" },
-	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", "unused" },
+	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", "OpenCL coarse mode: only the pages the host changed go to the device" },
 	{ UFFD_FEATURE_MOVE, "MOVE", "zero-copy migration and exclusive access (else pages are copied)" },
 };
 

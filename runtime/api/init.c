@@ -102,6 +102,7 @@ void rt_reset_after_fork(void)
 	uffd_forget();
 	vma_reset();
 	pagemap_reset();
+	wtrack_reset_after_fork();
 	pthread_mutex_init(&rt.lock, NULL);
 	rt_gate_fork_child();
 }

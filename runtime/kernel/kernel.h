@@ -91,4 +91,15 @@ int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 bool pagemap_have_scan(void);
 void pagemap_reset(void);      /* fork child */
 
+/* ---- wtrack.c: which pages of foreign memory were written (WP_ASYNC) ------ */
+
+bool wtrack_available(void);   /* WP_ASYNC and PAGEMAP_SCAN (6.7) */
+int wtrack_register(uintptr_t start, size_t len);
+int wtrack_unregister(uintptr_t start, size_t len);
+int wtrack_reset(uintptr_t start, size_t len);  /* from here on, writes are noted */
+/* Runs written since the reset, or no longer present (they read as zeros now). */
+int wtrack_changed(uintptr_t start, uintptr_t end,
+		   int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
+void wtrack_reset_after_fork(void);
+
 #endif /* UHMM_KERNEL_H */

@@ -13,7 +13,11 @@
  *     kernel, which runs to its end), and is refused while any SVM memory
  *     is mapped for the host;
  *   - while nothing of an allocation is mapped, the host cannot touch it
- *     (PROT_NONE): an access is reported and the process exits.
+ *     (PROT_NONE): an access is reported and the process exits;
+ *   - clEnqueueSVMMemcpy into or out of SVM memory reaches the device copy;
+ *   - the device reports memory of its own (CL_DEVICE_HOST_UNIFIED_MEMORY
+ *     false), and counts the bytes it receives from the host
+ *     (discrete_bytes_to_device(), for tests that check what moves).
  * So a transfer left out shows as a wrong result, a refused launch or a
  * crash with a line saying which. It stays out of the way (passes every
  * call through) in a process not running uhmm, so the same program also
@@ -55,6 +59,12 @@ static bool active;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct alloc allocs[MAX_ALLOCS];
 static unsigned nallocs;
+static _Atomic unsigned long long to_device; /* bytes, by unmap and memcpy */
+
+__attribute__((visibility("default"))) unsigned long long discrete_bytes_to_device(void)
+{
+	return to_device;
+}
 
 static void die(const char *what, const void *p)
 {
@@ -193,8 +203,10 @@ static cl_int CL_API_CALL svm_unmap(cl_command_queue q, void *p, cl_uint nwait,
 		;
 	if (i == a->nmaps)
 		die("unmap of SVM memory that is not mapped", p);
-	if (a->maps[i].write)
+	if (a->maps[i].write) {
 		memcpy(a->dev + ((char *)p - a->host), p, a->maps[i].len);
+		to_device += a->maps[i].len;
+	}
 	a->maps[i] = a->maps[--a->nmaps];
 	if (!a->nmaps)
 		protect(a, false);
@@ -248,15 +260,47 @@ static cl_int CL_API_CALL launch(cl_command_queue q, cl_kernel k, cl_uint dim, c
 	return err;
 }
 
+/* A copy into or out of SVM memory reaches the device's copy, not the host's. */
 static cl_int CL_API_CALL svm_memcpy(cl_command_queue q, cl_bool blocking, void *dst,
 				     const void *src, size_t size, cl_uint nwait,
 				     const cl_event *wait, cl_event *ev)
 {
+	struct alloc *to, *from;
+	cl_int err;
+
 	pthread_mutex_lock(&lock);
-	if (active && (find(dst, 1) || find(src, 1)))
-		die("clEnqueueSVMMemcpy on emulated SVM memory (not modelled here)", dst);
+	to = active ? find(dst, size) : NULL;
+	from = active ? find(src, size) : NULL;
 	pthread_mutex_unlock(&lock);
-	return next.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
+	if (!to && !from)
+		return next.clEnqueueSVMMemcpy(q, blocking, dst, src, size, nwait, wait, ev);
+	err = done(q, nwait, wait, ev);
+	if (err != CL_SUCCESS)
+		return err;
+	pthread_mutex_lock(&lock);
+	memmove(to ? to->dev + ((char *)dst - to->host) : (char *)dst,
+		from ? from->dev + ((const char *)src - from->host) : (const char *)src, size);
+	if (to && !from)
+		to_device += size;
+	pthread_mutex_unlock(&lock);
+	return CL_SUCCESS;
+}
+
+/* A discrete device's memory is its own. */
+static cl_int CL_API_CALL device_info(cl_device_id d, cl_device_info name, size_t size,
+				      void *value, size_t *size_ret)
+{
+	cl_bool unified = CL_FALSE;
+
+	if (!active || name != CL_DEVICE_HOST_UNIFIED_MEMORY)
+		return next.clGetDeviceInfo(d, name, size, value, size_ret);
+	if (value && size < sizeof(unified))
+		return CL_INVALID_VALUE;
+	if (value)
+		memcpy(value, &unified, sizeof(unified));
+	if (size_ret)
+		*size_ret = sizeof(unified);
+	return CL_SUCCESS;
 }
 
 cl_int clGetLayerInfo(cl_layer_info name, size_t size, void *value, size_t *size_ret)
@@ -291,6 +335,7 @@ cl_int clInitLayer(cl_uint num_entries, const struct _cl_icd_dispatch *target,
 	ours.clEnqueueSVMUnmap = svm_unmap;
 	ours.clEnqueueSVMMemcpy = svm_memcpy;
 	ours.clEnqueueNDRangeKernel = launch;
+	ours.clGetDeviceInfo = device_info;
 	/* Only under uhmm; natively the program runs as it is. */
 	active = dlsym(RTLD_DEFAULT, "hmm_init") != NULL;
 	if (active)
