@@ -54,6 +54,26 @@ void bench_opencl(const char *dir, bool quick)
 			fprintf(stderr, "uhmm-bench: %s failed\n", name);
 	}
 
+	/*
+	 * Buffer mode on PoCL wraps host memory (the device shares it); over the
+	 * test layer that gives PoCL a discrete GPU's memory, from the build
+	 * tree, the stand-ins are copies as on a discrete card.
+	 */
+	char layer_env[PATH_MAX + 32], layer[PATH_MAX];
+
+	snprintf(layer, sizeof(layer), "%s/../tests/opencl/libcl-discrete.so", dir);
+	snprintf(layer_env, sizeof(layer_env), "OPENCL_LAYERS=%s", layer);
+	char *copies[] = { "/usr/bin/env", layer_env, "UHMM_OPENCL_SVM=buffer", run_path,
+			   "--device", "sim", "--", helper, "saxpy-pointers", bytes, NULL };
+
+	if (native > 0 && !access(layer, R_OK)) {
+		ours = bench_figure(copies, NULL);
+		if (ours > 0)
+			report("opencl_saxpy_buffer_copy", ours, "s", native, "buffers, native");
+		else
+			fprintf(stderr, "uhmm-bench: opencl_saxpy_buffer_copy failed\n");
+	}
+
 	char *launch_native[] = { helper, "launch", quick ? "2000" : "10000", NULL };
 	char *launch_ours[] = { run_path, "--device", "opencl", "--", helper, "launch",
 				quick ? "2000" : "10000", NULL };

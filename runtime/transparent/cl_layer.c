@@ -74,6 +74,7 @@ struct stand_in {
 	size_t len;
 	char *snapshot;                 /* the host's bytes at the launch */
 	bool read_only;                 /* every kernel given it declares it const */
+	bool in_place;                  /* the buffer is the host's memory (shared) */
 	bool lease;                     /* no buffer: the shared heap, lent to the device */
 };
 
@@ -83,6 +84,7 @@ static struct {
 	struct {
 		cl_device_id device;
 		enum cl_mode mode;
+		bool shares_memory;     /* CL_DEVICE_HOST_UNIFIED_MEMORY */
 	} modes[16];
 	unsigned nmodes;
 	struct stand_in *pending;
@@ -154,10 +156,10 @@ static enum cl_mode device_mode(cl_device_id d)
 		if (layer.modes[i].device == d)
 			return layer.modes[i].mode;
 	mode = mode_from_env(&forced);
+	cl_driver.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
 	if (!forced) {
 		cl_driver.clGetDeviceInfo(d, CL_DEVICE_SVM_CAPABILITIES, sizeof(svm), &svm, NULL);
 		cl_driver.clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof(type), &type, NULL);
-		cl_driver.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
 		if ((svm & CL_DEVICE_SVM_FINE_GRAIN_SYSTEM) || ((type & CL_DEVICE_TYPE_CPU) && unified))
 			mode = MODE_SYSTEM;
 		else if (svm & CL_DEVICE_SVM_COARSE_GRAIN_BUFFER)
@@ -166,7 +168,7 @@ static enum cl_mode device_mode(cl_device_id d)
 			mode = MODE_BUFFER;
 	}
 	if (layer.nmodes < ARRAY_SIZE(layer.modes))
-		layer.modes[layer.nmodes++] = (typeof(layer.modes[0])){ d, mode };
+		layer.modes[layer.nmodes++] = (typeof(layer.modes[0])){ d, mode, unified };
 	if (opt.log_level >= LOG_INFO) {
 		char name[128] = "?";
 
@@ -176,6 +178,15 @@ static enum cl_mode device_mode(cl_device_id d)
 			 (unsigned long long)svm, mode_names[mode]);
 	}
 	return mode;
+}
+
+/* layer.lock held, after device_mode(d): the device computes in host memory. */
+static bool device_shares_memory(cl_device_id d)
+{
+	for (unsigned i = 0; i < layer.nmodes; i++)
+		if (layer.modes[i].device == d)
+			return layer.modes[i].shares_memory;
+	return false;
 }
 
 /* ---- what a pointer points into ------------------------------------------ */
@@ -324,6 +335,19 @@ static void settle_one(struct stand_in *s)
 	cl_driver.clWaitForEvents(1, &s->done);
 	if (s->lease) {
 		cl_coarse_take_back(s->queue);
+		free_stand_in(s);
+		return;
+	}
+	if (s->in_place) {
+		/* A map is where the host is promised the kernel's writes; nothing moves. */
+		void *at = cl_driver.clEnqueueMapBuffer(s->queue, s->buf, CL_TRUE, CL_MAP_READ, 0,
+							s->len, 0, NULL, NULL, NULL);
+
+		if (at)
+			cl_driver.clEnqueueUnmapMemObject(s->queue, s->buf, at, 0, NULL, NULL);
+		else
+			log_err("opencl: cannot map %zu bytes at %p back: the kernel's writes there "
+				"may not be visible", s->len, (void *)s->host);
 		free_stand_in(s);
 		return;
 	}
@@ -494,9 +518,11 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 			   struct stand_in **list)
 {
 	cl_context ctx = NULL;
+	cl_device_id d = NULL;
 	struct stand_in *s;
 	uintptr_t start;
 	size_t len;
+	bool in_place;
 	cl_int err;
 
 	if (extent_of(p, &start, &len) || start != (uintptr_t)p) {
@@ -510,19 +536,34 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 		goto out;
 	}
 	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
+	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
+	in_place = device_shares_memory(d);
 	s = meta_alloc(sizeof(*s));
-	if (!s || (!arg_is_const(k, i) && !(s->snapshot = snapshot_alloc(len)))) {
+	if (!s || (!in_place && !arg_is_const(k, i) && !(s->snapshot = snapshot_alloc(len)))) {
 		meta_free(s, sizeof(*s));
 		return CL_OUT_OF_HOST_MEMORY;
 	}
 	s->host = (char *)p;
 	s->len = len;
 	s->read_only = arg_is_const(k, i);
-	/* What the kernel may change needs the launch's bytes to tell its writes apart. */
-	if (!s->read_only)
-		memcpy(s->snapshot, p, len);
-	s->buf = cl_driver.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len,
-				     s->read_only ? (void *)p : s->snapshot, &err);
+	s->in_place = in_place;
+	if (in_place) {
+		/*
+		 * The device computes in host memory: the buffer wraps the
+		 * allocation (an integrated GPU's zero-copy idiom), whose pages
+		 * come home first as in system mode, and the kernel's writes
+		 * land in place beside the host's.
+		 */
+		bring_home_span(start, len);
+		s->buf = cl_driver.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, len,
+					     (void *)p, &err);
+	} else {
+		/* What the kernel may change needs the launch's bytes to tell its writes apart. */
+		if (!s->read_only)
+			memcpy(s->snapshot, p, len);
+		s->buf = cl_driver.clCreateBuffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len,
+					     s->read_only ? (void *)p : s->snapshot, &err);
+	}
 	if (err != CL_SUCCESS) {
 		snapshot_free(s->snapshot, len);
 		meta_free(s, sizeof(*s));
@@ -531,8 +572,8 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 	cl_driver.clRetainCommandQueue(q);
 	s->queue = q;
 	err = cl_driver.clSetKernelArg(k, i, sizeof(s->buf), &s->buf);
-	log_debug("opencl: argument %u (%p, %zu bytes) stands in as buffer %p: %d", i, p, len,
-		  (void *)s->buf, err);
+	log_debug("opencl: argument %u (%p, %zu bytes) stands in as buffer %p (%s): %d", i, p, len,
+		  (void *)s->buf, in_place ? "in place" : "a copy", err);
 out:
 	/* On the list even on error: the caller lets go of the whole list. */
 	s->next = *list;
