@@ -9,7 +9,9 @@
 #include <getopt.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,6 +31,8 @@
 extern char **environ;
 
 #define PAGE 4096ul
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 static bool kv;
 static size_t size = 256ul << 20;
@@ -210,6 +214,105 @@ static void fault_latencies(struct hmm_device *dev, double *ret_ours, double *re
 	free(raw);
 }
 
+/*
+ * Every thread of the process, the runtime's and the raw handler's
+ * included, on one CPU (cpu >= 0) or on all of them again (-1): where
+ * hand-offs between threads cost most, since each is a context switch.
+ */
+static void pin_process(int cpu)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	if (cpu >= 0)
+		CPU_SET(cpu, &set);
+	else
+		for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE; i++)
+			CPU_SET(i, &set);
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.')
+			sched_setaffinity(atoi(e->d_name), sizeof(set), &set);
+	if (d)
+		closedir(d);
+}
+
+/*
+ * fault_rate_mt: one thread per CPU, each touching its own isolated pages
+ * (every other page, so none brings a neighbour) on the device, against
+ * the same threads touching missing pages that the raw handler serves.
+ * Faults per second over all threads; rounds alternate, the best counts.
+ */
+#define MT_PAGES 1024                   /* per thread and round */
+
+struct mt_toucher {
+	pthread_t thread;
+	char *base;
+	pthread_barrier_t *start;
+};
+
+static void *mt_touch(void *arg)
+{
+	struct mt_toucher *t = arg;
+
+	pthread_barrier_wait(t->start);
+	for (size_t i = 0; i < MT_PAGES; i++)
+		(void)*(volatile char *)(t->base + 2 * i * PAGE);
+	return NULL;
+}
+
+/* Faults per second with nthreads touching region (2 * MT_PAGES pages each). */
+static double mt_round(char *region, unsigned nthreads)
+{
+	struct mt_toucher t[64];
+	pthread_barrier_t start;
+	double t0;
+
+	pthread_barrier_init(&start, NULL, nthreads + 1);
+	for (unsigned i = 0; i < nthreads; i++) {
+		t[i] = (struct mt_toucher){ .base = region + (size_t)i * 2 * MT_PAGES * PAGE,
+					   .start = &start };
+		pthread_create(&t[i].thread, NULL, mt_touch, &t[i]);
+	}
+	pthread_barrier_wait(&start);
+	t0 = now();
+	for (unsigned i = 0; i < nthreads; i++)
+		pthread_join(t[i].thread, NULL);
+	t0 = now() - t0;
+	pthread_barrier_destroy(&start);
+	return (double)nthreads * MT_PAGES / t0;
+}
+
+static void fault_rate_mt(struct hmm_device *dev, double *ret_ours, double *ret_raw)
+{
+	unsigned nthreads = (unsigned)MIN(sysconf(_SC_NPROCESSORS_ONLN), 64);
+	size_t len = (size_t)nthreads * 2 * MT_PAGES * PAGE;
+	char *ours = hmm_alloc(len), *raw = map(len);
+	struct uffdio_register r = { .range = { (uintptr_t)raw, len },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+
+	if (!ours || ioctl(raw_fd, UFFDIO_REGISTER, &r)) {
+		perror("uhmm-bench: fault_rate_mt");
+		exit(1);
+	}
+	memset(ours, 3, len);
+	*ret_ours = *ret_raw = 0;
+	for (int round = 0; round < 5; round++) {
+		double f;
+
+		if (hmm_migrate(ours, len, dev, 0, NULL))
+			exit(1);
+		f = mt_round(ours, nthreads);
+		*ret_ours = MAX(*ret_ours, f);
+		f = mt_round(raw, nthreads);
+		*ret_raw = MAX(*ret_raw, f);
+		madvise(raw, len, MADV_DONTNEED);
+	}
+	hmm_free(ours);
+	munmap(raw, len);
+}
+
 static double migrate_gbps(struct hmm_device *dev, char *p, bool to_device)
 {
 	double t0 = now();
@@ -265,6 +368,9 @@ static void usage(FILE *f)
 		"  fault_stream_bw         sequential CPU read of SIZE that faults home, vs. memcpy\n"
 		"  device_read_bw          hmm_device_read of SIZE never mapped by the device, vs. memcpy\n"
 		"  *_copy                  the same on sim:copy (every transfer a DMA copy)\n"
+		"  fault_back_latency*_1cpu  the latencies with every thread on one CPU\n"
+		"  fault_rate_mt           one thread per CPU faulting isolated pages home from\n"
+		"                          sim:copy (faults/s), vs. raw userfaultfd, same threads\n"
 		"  metadata_per_page       runtime metadata per managed page (bytes), vs. the\n"
 		"                          kernel's struct page (64 bytes)\n"
 		"Transparent mode (python3 building dicts, a JSON round trip, a sort):\n"
@@ -392,6 +498,14 @@ int main(int argc, char **argv)
 	report("fault_back_latency", ours, "ns", raw, "raw uffd round trip");
 	fault_latencies(copy_dev, &ours, &raw);
 	report("fault_back_latency_copy", ours, "ns", raw, "raw uffd round trip");
+	pin_process(0);
+	fault_latencies(dev, &ours, &raw);
+	report("fault_back_latency_1cpu", ours, "ns", raw, "raw uffd round trip, one CPU");
+	fault_latencies(copy_dev, &ours, &raw);
+	report("fault_back_latency_copy_1cpu", ours, "ns", raw, "raw uffd round trip, one CPU");
+	pin_process(-1);
+	fault_rate_mt(copy_dev, &ours, &raw);
+	report("fault_rate_mt", ours, "faults/s", raw, "raw uffd, same threads");
 
 	mc = memcpy_gbps();
 	p = hmm_alloc(size);

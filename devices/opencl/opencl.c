@@ -528,4 +528,6 @@ const struct hmm_device_ops hmm_opencl_ops = {
 	.mem_atomic_add = ocl_mem_atomic_add,
 	.place = hmm_device_place_in_place,
 	.variants = ocl_variants,
+	/* A read on the fault thread would wait on the driver: faults queue. */
+	.fetch = hmm_device_fetch_queued,
 };

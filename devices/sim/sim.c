@@ -134,6 +134,20 @@ static int sim_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigned 
 	return first_err;
 }
 
+/* A CPU fault's few pages, copied on the fault thread: memory is right here. */
+static int sim_fetch(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host)
+{
+	struct sim_device *sim = to_sim(dev);
+	size_t len = (size_t)npages * HMM_PAGE_SIZE;
+
+	if (!sim->mem || slot * HMM_PAGE_SIZE + len > dev->mem_bytes)
+		return -EINVAL;
+	if (hmm_fault_should_fail("dma_to_host"))
+		return -EIO;
+	memcpy(host, sim->mem + slot * HMM_PAGE_SIZE, len);
+	return 0;
+}
+
 static int sim_mem_access(struct hmm_device *dev, uint64_t slot, size_t offset, void *buf,
 			  size_t len, bool write)
 {
@@ -175,4 +189,5 @@ const struct hmm_device_ops hmm_sim_ops = {
 	.mem_atomic_add = sim_mem_atomic_add,
 	.place = hmm_device_place_in_place,
 	.variants = sim_variants,
+	.fetch = sim_fetch,
 };

@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define HMM_DEVICE_OPS_VERSION 2
+#define HMM_DEVICE_OPS_VERSION 3
 #define HMM_PAGE_SIZE 4096u
 
 /*
@@ -182,6 +182,25 @@ struct hmm_device_ops {
 	 * gets the whole suite (meson suite device-<kind>) by listing them.
 	 */
 	const struct hmm_device_variant *variants;
+
+	/* Version 3. */
+
+	/**
+	 * fetch() - copy a short run of device pages into host memory now,
+	 * on the calling thread: how a CPU fault on memory only the device can
+	 * read is served without a hand-off to the DMA queue thread and back
+	 * (the kernel's swap-in of one page, read synchronously). The runtime
+	 * asks for at most a few pages.
+	 * Context: the runtime's fault thread, with runtime locks held: it must
+	 * not block on anything the runtime does, nor wait long on the device;
+	 * it runs concurrently with dma() on the queue thread (never on the
+	 * same pages). @host is runtime-owned bounce memory.
+	 * Return: 0 when every page was copied; -EWOULDBLOCK when the backend
+	 * cannot do it without waiting (the runtime then uses the DMA queue);
+	 * -errno on failure (the runtime retries, then fails the access).
+	 * hmm_device_fetch_queued is the stub for backends that only queue.
+	 */
+	int (*fetch)(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host);
 };
 
 /* Shared stubs for ops that do not apply to a backend. */
@@ -190,6 +209,7 @@ int hmm_device_mem_access_enosys(struct hmm_device *dev, uint64_t slot, size_t o
 				 void *buf, size_t len, bool write);
 int hmm_device_mem_atomic_add_enosys(struct hmm_device *dev, uint64_t slot, size_t offset,
 				     uint64_t value, uint64_t *ret_old);
+int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host);
 /* For coherent memory that is already where the CPU maps it. */
 int hmm_device_place_in_place(struct hmm_device *dev, void *addr, size_t npages,
 			      bool on_device);

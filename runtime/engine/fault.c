@@ -168,6 +168,60 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 	return FAULT_DONE;
 }
 
+/*
+ * Device memory only the device can read, a few pages of it: the backend
+ * copies them here and now (ops->fetch), and one UFFDIO_COPY installs them
+ * and wakes the thread: one hand-off (kernel to fault thread and back), as
+ * a raw userfaultfd handler has. false: the backend would wait, so the
+ * caller queues the copy instead.
+ */
+#define FETCH_MAX_PAGES 16
+
+static bool fault_in_fetch(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t n,
+			   pid_t tid, enum fault_result *ret)
+{
+	/* reg.lock held: one fault at a time uses it. */
+	static char bounce[FETCH_MAX_PAGES * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
+	uint64_t *w = range_word(r, addr);
+	bool wake_after = r->nattrs != 0; /* as fault_in_inline */
+	long done = -EIO;
+
+	n = MIN(n, FETCH_MAX_PAGES);
+	for (unsigned attempt = 0; attempt < opt.fault_retries; attempt++) {
+		int err = dev_fetch(c, pw_slot(*w), (uint32_t)n, bounce);
+
+		if (err == -EWOULDBLOCK && !attempt)
+			return false;
+		if (err) {
+			done = err;
+			continue;
+		}
+		done = uffd_copy(addr, bounce, n * PAGE_SIZE,
+				 wake_after ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+		if (done > 0) {
+			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
+			if (wake_after)
+				uffd_wake(addr, (size_t)done);
+			c->last_fault_end = addr + (size_t)done;
+			*ret = FAULT_DONE;
+			return true;
+		}
+		if (done == -EAGAIN) {
+			*ret = FAULT_RETRY;
+			return true;
+		}
+		if (done == -ENOENT) {
+			uffd_wake(addr, PAGE_SIZE); /* unmapped under us: its event follows */
+			*ret = FAULT_DONE;
+			return true;
+		}
+		n = 1;
+	}
+	fail_access(c, addr, w, tid, done);
+	*ret = FAULT_DONE;
+	return true;
+}
+
 struct async_fault {
 	struct dma_job job;
 	struct dma_run run;
@@ -243,6 +297,7 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 {
 	uint64_t *w = range_word(r, addr);
 	struct hmm_device_core *c;
+	enum fault_result res;
 	uintptr_t pinned;
 	size_t n;
 
@@ -288,6 +343,8 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	n = (pinned - addr) / PAGE_SIZE;
 	if (dev_host_mapped(c))
 		return fault_in_inline(c, r, addr, n, tid);
+	if (n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res))
+		return res;
 	return fault_in_async(c, r, addr, n, tid);
 }
 

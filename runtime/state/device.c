@@ -318,6 +318,21 @@ void dev_invalidate_all(uintptr_t start, uintptr_t end, struct hmm_device_core *
 	}
 }
 
+int dev_fetch(struct hmm_device_core *c, uint64_t slot, uint32_t npages, void *host)
+{
+	const struct hmm_device_ops *ops = c->dev->ops;
+
+	if (ops->size < offsetof(struct hmm_device_ops, fetch) + sizeof(ops->fetch) || !ops->fetch)
+		return -EWOULDBLOCK;
+	return ops->fetch(c->dev, slot, npages, host);
+}
+
+int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host)
+{
+	(void)dev, (void)slot, (void)npages, (void)host;
+	return -EWOULDBLOCK;
+}
+
 int hmm_device_dma_enosys(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigned n)
 {
 	(void)dev;
