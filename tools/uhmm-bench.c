@@ -313,6 +313,53 @@ static void fault_rate_mt(struct hmm_device *dev, double *ret_ours, double *ret_
 	munmap(raw, len);
 }
 
+/*
+ * What the kernel itself allows the copy path, measured the same way as
+ * the migrations (SIZE in 2 MiB runs, best of three): home, a copy into a
+ * bounce buffer and UFFDIO_COPY into missing pages (page allocation and a
+ * second copy); out, a copy and MADV_DONTNEED (the pages freed).
+ */
+#define FLOOR_RUN (2ul << 20)
+
+static void copy_floors(double *ret_home, double *ret_out)
+{
+	char *src = map(size), *dst = map(size), *bounce = map(FLOOR_RUN);
+	struct uffdio_register r = { .range = { (uintptr_t)dst, size },
+				     .mode = UFFDIO_REGISTER_MODE_MISSING };
+
+	memset(src, 1, size);
+	memset(bounce, 0, FLOOR_RUN);
+	*ret_home = *ret_out = 0;
+	for (int round = 0; round < 3; round++) {
+		double t0 = now(), t;
+
+		if (ioctl(raw_fd, UFFDIO_REGISTER, &r)) {
+			perror("uhmm-bench: UFFDIO_REGISTER");
+			exit(1);
+		}
+		for (size_t at = 0; at < size; at += FLOOR_RUN) {
+			struct uffdio_copy c = { .dst = (uintptr_t)dst + at, .src = (uintptr_t)bounce,
+						 .len = FLOOR_RUN };
+
+			memcpy(bounce, src + at, FLOOR_RUN);
+			ioctl(raw_fd, UFFDIO_COPY, &c);
+		}
+		t = now() - t0;
+		*ret_home = MAX(*ret_home, (double)size / t / 1e9);
+		ioctl(raw_fd, UFFDIO_UNREGISTER, &r.range);
+		t0 = now();
+		for (size_t at = 0; at < size; at += FLOOR_RUN) {
+			memcpy(src + at, dst + at, FLOOR_RUN);
+			madvise(dst + at, FLOOR_RUN, MADV_DONTNEED);
+		}
+		t = now() - t0;
+		*ret_out = MAX(*ret_out, (double)size / t / 1e9);
+	}
+	munmap(src, size);
+	munmap(dst, size);
+	munmap(bounce, FLOOR_RUN);
+}
+
 static double migrate_gbps(struct hmm_device *dev, char *p, bool to_device)
 {
 	double t0 = now();
@@ -368,6 +415,9 @@ static void usage(FILE *f)
 		"  fault_stream_bw         sequential CPU read of SIZE that faults home, vs. memcpy\n"
 		"  device_read_bw          hmm_device_read of SIZE never mapped by the device, vs. memcpy\n"
 		"  *_copy                  the same on sim:copy (every transfer a DMA copy)\n"
+		"  copy_floor_home_bw      the kernel's floor for the copy path home: memcpy to a\n"
+		"                          bounce + UFFDIO_COPY in 2 MiB runs, vs. memcpy\n"
+		"  copy_floor_out_bw       ... and out: memcpy + MADV_DONTNEED in 2 MiB runs\n"
 		"  fault_back_latency*_1cpu  the latencies with every thread on one CPU\n"
 		"  fault_rate_mt           one thread per CPU faulting isolated pages home from\n"
 		"                          sim:copy (faults/s), vs. raw userfaultfd, same threads\n"
@@ -531,6 +581,9 @@ int main(int argc, char **argv)
 	report("fault_stream_bw_copy", stream_gbps(p), "GB/s", mc, "memcpy");
 	migrate_gbps(copy_dev, p, true);
 	report("migrate_to_host_bw_copy", migrate_gbps(copy_dev, p, false), "GB/s", mc, "memcpy");
+	copy_floors(&ours, &raw);
+	report("copy_floor_home_bw", ours, "GB/s", mc, "memcpy");
+	report("copy_floor_out_bw", raw, "GB/s", mc, "memcpy");
 
 	/* A device that has never mapped the range: every page takes the fault path. */
 	fresh = open_dev("sim");

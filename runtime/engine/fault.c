@@ -58,23 +58,14 @@ static enum fault_result zero_fill(struct range *r, uintptr_t addr)
 	return FAULT_DONE;
 }
 
-/*
- * How many pages from addr come home with it: the run of pages on the same
- * device in consecutive slots, no longer than the sequential window, which
- * doubles while faults arrive in address order and resets otherwise.
- */
-static size_t fault_window(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t cap)
+/* The pages from addr (at most max) on the same device in consecutive slots, free to move. */
+static size_t device_run(struct range *r, uintptr_t addr, size_t max)
 {
 	size_t i = range_index(r, addr);
 	uint64_t w0 = r->pages[i];
-	size_t n = 1, want;
+	size_t n = 1;
 
-	if (addr == c->last_fault_end && c->window)
-		c->window = MIN(c->window * 2, opt.fault_around);
-	else
-		c->window = 1;
-	want = MIN(c->window, cap);
-	while (n < want && addr + n * PAGE_SIZE < r->end) {
+	while (n < max && addr + n * PAGE_SIZE < r->end) {
 		uint64_t w = r->pages[i + n];
 
 		if (w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED))
@@ -84,6 +75,20 @@ static size_t fault_window(struct hmm_device_core *c, struct range *r, uintptr_t
 		n++;
 	}
 	return n;
+}
+
+/*
+ * How many pages from addr come home with it: the run of pages on the same
+ * device in consecutive slots, no longer than the sequential window, which
+ * doubles while faults arrive in address order and resets otherwise.
+ */
+static size_t fault_window(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t cap)
+{
+	if (addr == c->last_fault_end && c->window)
+		c->window = MIN(c->window * 2, opt.fault_around);
+	else
+		c->window = 1;
+	return device_run(r, addr, MIN(c->window, cap));
 }
 
 /* The access cannot be served: SIGBUS for the faulting thread, data kept. */
@@ -228,6 +233,7 @@ struct async_fault {
 	struct hmm_device_core *c;
 	pid_t tid;
 	unsigned attempts;
+	bool ahead;             /* read-ahead: nobody faulted, a failure just leaves the pages */
 };
 
 /* Queue thread: the copy home finished; commit, then wake the faulter. */
@@ -246,12 +252,12 @@ static void async_done(struct dma_job *job)
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = range_word(r, rest);
 
-		if (!done && ++af->attempts < opt.fault_retries) {
+		if (!done && !af->ahead && ++af->attempts < opt.fault_retries) {
 			reg_unlock();
 			dmaq_submit(&af->c->q, job);
 			return;
 		}
-		if (!done)
+		if (!done && !af->ahead)
 			fail_access(af->c, rest, w, af->tid, run->d.status);
 		pages_release(r, rest, run->d.npages - done);
 	}
@@ -269,7 +275,7 @@ static void async_done(struct dma_job *job)
  * the faulting thread (so the fault is not parked).
  */
 static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
-					uintptr_t addr, size_t n, pid_t tid)
+					uintptr_t addr, size_t n, pid_t tid, bool ahead)
 {
 	struct async_fault *af = meta_alloc(sizeof(*af));
 	uint64_t *w = range_word(r, addr);
@@ -278,6 +284,7 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 		return FAULT_RETRY;
 	af->c = c;
 	af->tid = tid;
+	af->ahead = ahead;
 	af->run.addr = addr;
 	af->run.d.npages = (uint32_t)n;
 	af->run.d.slot = pw_slot(*w);
@@ -291,6 +298,36 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 	c->last_fault_end = addr + n * PAGE_SIZE;
 	dmaq_submit(&c->q, &af->job);
 	return FAULT_DONE;
+}
+
+/*
+ * A stream through memory only the device can read: while the thread reads
+ * the window it faulted in, the queue fetches the next one, as swap
+ * readahead does, so the device's copy overlaps the program's work. A
+ * thread that gets there first parks until it is in. Nobody faulted on
+ * these pages: a failure leaves them on the device.
+ */
+#define READ_AHEAD_MIN_WINDOW 16
+
+static void read_ahead(struct hmm_device_core *c, struct range *r, uintptr_t addr)
+{
+	uint64_t *w;
+	uintptr_t pinned;
+	size_t n;
+
+	if (c->window < READ_AHEAD_MIN_WINDOW || addr >= r->end)
+		return;
+	w = range_word(r, addr);
+	if (!pw_loc(*w) || dev_by_loc(pw_loc(*w)) != c ||
+	    (*w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED)))
+		return;
+	n = device_run(r, addr, MIN(c->window, PMD_PAGES));
+	mirror_lock(&c->mirror);
+	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	n = (pinned - addr) / PAGE_SIZE;
+	if (n)
+		fault_in_async(c, r, addr, n, 0, true);
 }
 
 enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool internal)
@@ -343,9 +380,11 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	n = (pinned - addr) / PAGE_SIZE;
 	if (dev_host_mapped(c))
 		return fault_in_inline(c, r, addr, n, tid);
-	if (n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res))
-		return res;
-	return fault_in_async(c, r, addr, n, tid);
+	if (!(n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res)))
+		res = fault_in_async(c, r, addr, n, tid, false);
+	if (res == FAULT_DONE)
+		read_ahead(c, r, addr + n * PAGE_SIZE);
+	return res;
 }
 
 enum fault_result fault_wp(struct range *r, uintptr_t addr)
