@@ -234,20 +234,32 @@ static void zap_copied(struct batch *bt)
 
 /*
  * The copy path: write-protect, copy through the queue, zap. Pages of bt
- * are claimed; on return every one of them is committed or released.
+ * are claimed. copy_start queues the copy (false: no page is left to copy);
+ * copy_finish waits for it, and on return every page of bt is committed or
+ * released. In between, the caller may prepare the next batch: the device
+ * copies one batch while the CPU's side of the next is done.
  */
-static void copy_to_device(struct batch *bt, bool writable, struct mig_state *st,
-			   struct mig_result *res)
+static bool copy_start(struct batch *bt, struct dma_job *job, struct mig_state *st,
+		       struct mig_result *res)
+{
+	/* Isolate: a CPU write from now on faults, and aborts that page. */
+	if (!batch_protect(bt, &st->failed, res))
+		return false;
+	note_presence(bt);
+	batch_build_runs(bt, NULL, true);
+	*job = (struct dma_job){ .op = DMA_COPY_IN, .runs = bt->runs, .nruns = bt->nruns };
+	dmaq_submit(&bt->c->q, job);
+	return true;
+}
+
+static void copy_finish(struct batch *bt, struct dma_job *job, bool writable,
+			struct mig_state *st, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
 	bool any_zap = false;
 
-	/* Isolate: a CPU write from now on faults, and aborts that page. */
-	if (!batch_protect(bt, &st->failed, res))
-		return;
-	note_presence(bt);
-	batch_build_runs(bt, NULL, true);
-	batch_run(c, bt, DMA_COPY_IN);
+	dmaq_wait(&c->q, job);
+	batch_scatter_status(bt);
 
 	/* Commit step one: pages the CPU wrote, or whose copy failed, stay. */
 	reg_lock();
@@ -280,6 +292,15 @@ static void copy_to_device(struct batch *bt, bool writable, struct mig_state *st
 	unprotect_failed(bt, true);
 	commit_to_device(bt, writable);
 	reg_unlock();
+}
+
+static void copy_to_device(struct batch *bt, bool writable, struct mig_state *st,
+			   struct mig_result *res)
+{
+	struct dma_job job;
+
+	if (copy_start(bt, &job, st, res))
+		copy_finish(bt, &job, writable, st, res);
 }
 
 /*
@@ -433,6 +454,49 @@ static int collect_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *ar
 	return 0;
 }
 
+/*
+ * A piece that goes to dst by the copy path alone: two batches in turn,
+ * the next one collected and queued before the last one is finished.
+ */
+static int pipeline_to_device(struct hmm_device_core *dst, const struct piece *pc,
+			      struct mig_state *st, struct mig_result *res)
+{
+	size_t max = opt.dma_batch;
+	struct batch bt[2] = { 0 };
+	struct dma_job job[2];
+	bool queued[2] = { false, false };
+	unsigned cur = 0;
+	int err = batch_init(&bt[0], dst, max);
+
+	if (!err)
+		err = batch_init(&bt[1], dst, max);
+	for (uintptr_t a = pc->start; !err && a < pc->end;) {
+		uintptr_t b = MIN(pc->end, a + max * PAGE_SIZE);
+
+		err = collect_for_device(&bt[cur], a, b, false, st, res);
+		if (!err && bt[cur].n)
+			queued[cur] = copy_start(&bt[cur], &job[cur], st, res);
+		cur ^= 1;
+		if (queued[cur]) {
+			copy_finish(&bt[cur], &job[cur], pc->flags & VMA_WRITE, st, res);
+			queued[cur] = false;
+		}
+		if (err == -EAGAIN) {
+			err = 0;
+			continue;
+		}
+		if (res->enomem)
+			break;
+		a = b;
+	}
+	cur ^= 1;
+	if (queued[cur])
+		copy_finish(&bt[cur], &job[cur], pc->flags & VMA_WRITE, st, res);
+	batch_fini(&bt[0], max);
+	batch_fini(&bt[1], max);
+	return err;
+}
+
 static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 			  struct mig_state *st, struct mig_result *res)
 {
@@ -538,7 +602,11 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 				res->enoent = true;
 			continue;
 		}
-		err = for_each_batch(dst, pc, &st, res);
+		if (dst && !dev_coherent(dst) &&
+		    !(dev_movable(dst) && (pc->flags & VMA_WRITE) && !(pc->flags & VMA_EXEC)))
+			err = pipeline_to_device(dst, pc, &st, res);
+		else
+			err = for_each_batch(dst, pc, &st, res);
 	}
 	if (!err)
 		res->placed = count_placed(start, end, dst);
