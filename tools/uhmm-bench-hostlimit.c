@@ -31,17 +31,18 @@ static int pagemap;
 /* Pages of the blocks handed out so far that are in host memory. */
 static size_t resident_pages(void)
 {
-	static uint64_t pm[BLOCK / PAGE + 1];
+	static uint64_t pm[BLOCK / PAGE + 1];	/* a block not page-aligned spans one more */
 	unsigned n = atomic_load(&nblocks);
 	size_t count = 0;
 
 	for (unsigned i = 0; i < n; i++) {
 		uintptr_t a = (uintptr_t)blocks[i] & ~(PAGE - 1);
-		ssize_t len = (ssize_t)sizeof(pm);
+		size_t npages = ((uintptr_t)blocks[i] + BLOCK - a + PAGE - 1) / PAGE;
 
-		if (pread(pagemap, pm, sizeof(pm), (off_t)(a / PAGE * sizeof(uint64_t))) != len)
+		if (pread(pagemap, pm, npages * sizeof(*pm), (off_t)(a / PAGE * sizeof(*pm))) !=
+		    (ssize_t)(npages * sizeof(*pm)))
 			continue;
-		for (size_t j = 0; j < BLOCK / PAGE + 1; j++)
+		for (size_t j = 0; j < npages; j++)
 			count += pm[j] >> 63;
 	}
 	return count;
