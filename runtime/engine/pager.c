@@ -437,7 +437,8 @@ void pager_tick(bool urgent)
 	moved = sweep(c, pager.measured_pages - low, now);
 	STAT_ADD(evictions, moved);
 	pager.measured_pages -= MIN(moved, pager.measured_pages);
-	if (pager.measured_pages > limit + slack_pages())
+	/* A round that moved some may be followed by one that moves more. */
+	if (!moved && pager.measured_pages > limit + slack_pages())
 		pager_give_up("nothing more can be evicted");
 out:
 	publish(c);
