@@ -46,6 +46,16 @@ static uint64_t earliest(const struct timer *t, size_t n)
 	return e;
 }
 
+/*
+ * A fault waits for room under the host limit. Signalled without ag.lock (the
+ * fault thread takes no lock of ours): a wake that comes between the agent's
+ * look at the pager and its wait is lost, and costs one PAGER_MS.
+ */
+static void wake(void)
+{
+	pthread_cond_signal(&ag.wake);
+}
+
 static void *agent_main(void *arg)
 {
 	struct timer t[3] = {
@@ -57,8 +67,9 @@ static void *agent_main(void *arg)
 	pthread_mutex_lock(&ag.lock);
 	while (!ag.stop) {
 		uint64_t next = earliest(t, ARRAY_SIZE(t)), now = now_ns();
+		bool urgent = pager_take_urgent();
 
-		if (now < next) {
+		if (now < next && !urgent) {
 			struct timespec ts = { (time_t)(next / 1000000000ull),
 					       (long)(next % 1000000000ull) };
 
@@ -70,8 +81,8 @@ static void *agent_main(void *arg)
 			reg_lock();
 			reg_catch_up();
 			reg_unlock();
-			if (due(&t[1], now))
-				pager_tick();
+			if (due(&t[1], now) || urgent)
+				pager_tick(urgent);
 			if (due(&t[2], now))
 				chaos_tick();
 			if (due(&t[0], now))
@@ -97,8 +108,10 @@ int agent_start(void)
 	pthread_condattr_destroy(&ca);
 	ag.stop = false;
 	err = thread_spawn(&ag.thread, agent_main, NULL, true);
-	if (!err)
+	if (!err) {
 		ag.running = true;
+		pager_set_wake(wake);
+	}
 	return err;
 }
 
@@ -106,6 +119,7 @@ void agent_stop(void)
 {
 	if (!ag.running)
 		return;
+	pager_set_wake(NULL);
 	pthread_mutex_lock(&ag.lock);
 	ag.stop = true;
 	pthread_cond_signal(&ag.wake);

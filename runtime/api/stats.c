@@ -12,8 +12,6 @@
 
 #include "api.h"
 
-#define PRESENT_EVERY_NS 1000000000ull
-
 _Static_assert(sizeof(((struct hmm_stats_region *)0)->device_names[0]) ==
 	       sizeof(((struct hmm_device *)0)->name), "device names are copied whole");
 
@@ -21,8 +19,6 @@ static struct {
 	int fd;
 	int summary_fd;             /* stderr as it was at start */
 	struct hmm_stats_region *map;
-	uint64_t present_ns;
-	uint64_t present_bytes;
 } region = { .fd = -1, .summary_fd = -1 };
 
 static void collect(struct hmm_stats *s)
@@ -85,6 +81,7 @@ static uint64_t measure_present(void)
 	uint64_t bytes = 0;
 
 	reg_lock();
+	reg_catch_up();
 	if (reg_snapshot(&v, &n)) {
 		reg_unlock();
 		return 0;
@@ -150,22 +147,22 @@ static void snapshot(struct hmm_stats_region *m, uint64_t present)
 	}
 }
 
+/*
+ * Residency is measured at every publication, lazy ranges and first touches
+ * the runtime never saw included: an estimate (the pager's) or a figure kept
+ * between publications would lag a program that allocates fast.
+ */
 void stats_publish(void)
 {
 	struct hmm_stats_region *m = region.map;
-	uint64_t now = now_ns();
+	uint64_t now = now_ns(), present;
 
 	if (!m)
 		return;
-	if (opt.host_limit) {
-		region.present_bytes = pager_resident_bytes();
-	} else if (now - region.present_ns >= PRESENT_EVERY_NS) {
-		region.present_bytes = measure_present();
-		region.present_ns = now;
-	}
+	present = measure_present();
 	reg_lock();
 	__atomic_add_fetch(&m->seq, 1, __ATOMIC_RELEASE);
-	snapshot(m, region.present_bytes);
+	snapshot(m, present);
 	m->updated_ns = now;
 	__atomic_add_fetch(&m->seq, 1, __ATOMIC_RELEASE);
 	reg_unlock();
@@ -182,7 +179,6 @@ void stats_fork_child(void)
 		close(region.fd);
 	region.map = NULL;
 	region.fd = -1;
-	region.present_ns = 0;
 	stats_reset();
 	if (had)
 		stats_region_open();

@@ -116,6 +116,7 @@ enum fault_result {
 	FAULT_DONE,     /* served: the thread is awake, or the job serving it wakes it */
 	FAULT_PARK,     /* the page is busy: wake the thread to fault again when its owner kicks */
 	FAULT_RETRY,    /* an event is pending (EAGAIN): wake it to fault again after reading it */
+	FAULT_THROTTLE, /* past the host limit: wake it to fault again once there is room */
 };
 
 /* reg.lock held: a MISSING fault on a managed page; internal: a runtime thread's. */
@@ -175,9 +176,17 @@ void policy_forget_device(struct hmm_device_core *c);
 
 /* ---- pager.c: the host-memory limit ---------------------------------------- */
 
-void pager_tick(void);              /* UHMM_HOST_LIMIT, on the agent thread */
+/* UHMM_HOST_LIMIT, on the agent thread; urgent: pager_take_urgent() said so. */
+void pager_tick(bool urgent);
 void pager_note_fault(uintptr_t addr, bool from_device);   /* fault thread */
-uint64_t pager_resident_bytes(void);
+/* Any thread, no lock needed: host residency is past the limit and its slack. */
+bool pager_over_limit(void);
+/* The fault thread, before it adds a host page: over the limit, so wait (and wake the agent). */
+bool pager_throttle(void);
+bool pager_take_urgent(void);       /* a throttled fault waits: the agent runs a round now */
+void pager_set_wake(void (*fn)(void));  /* how pager_throttle wakes the agent */
+/* The limit cannot be held now (why: for the one log line): no throttling for a while. */
+void pager_give_up(const char *why);
 void pager_fork_child(void);
 
 /* ---- chaos.c --------------------------------------------------------------- */

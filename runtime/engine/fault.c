@@ -364,6 +364,9 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	}
 	if (*w & PW_DUP) /* the host copy was reclaimed (MADV_FREE): zero */
 		page_drop(addr, w);
+	/* A page is about to join the host: past the limit, room first (pager.c). */
+	if (!internal && pager_throttle())
+		return FAULT_THROTTLE;
 	if (!pw_loc(*w))
 		return zero_fill(r, addr);
 	c = dev_by_loc(pw_loc(*w));

@@ -13,7 +13,8 @@
  * parked: by the time its page is free, the thread may already be running
  * (the job that owned the page woke it), and the page may have moved on.
  * The kernel's migration entries work the same way: wait, then retry the
- * fault from the start.
+ * fault from the start. A fault that would take host memory past the host
+ * limit waits the same way, until the agent has made room (pager.c).
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,12 +27,14 @@
 #define MAX_PARKED 4096
 #define MAX_ZAPS 64
 #define BACKLOG 1024
+#define THROTTLE_MAX_NS 200000000ull  /* then the host limit gives way */
 
 /* A faulting thread asleep until its page is free: we wake it, it faults again. */
 struct parked {
 	uintptr_t addr;
 	pid_t tid;
 	bool retry;        /* EAGAIN (an event was pending), not a busy page */
+	uint64_t throttled_ns;  /* waits for room under the host limit, since then; else 0 */
 };
 
 static struct {
@@ -149,8 +152,10 @@ static void serve_unknown(uintptr_t addr, uint64_t flags)
 		uffd_wake(addr, PAGE_SIZE);
 }
 
-static void park(uintptr_t addr, pid_t tid, bool retry)
+static void park(uintptr_t addr, pid_t tid, enum fault_result why)
 {
+	bool retry = why == FAULT_RETRY;
+
 	for (unsigned i = 0; i < ft.nparked; i++) {
 		if (ft.parked[i].addr == addr && ft.parked[i].tid == tid) {
 			ft.parked[i].retry |= retry;
@@ -163,8 +168,10 @@ static void park(uintptr_t addr, pid_t tid, bool retry)
 		uffd_wake(addr, PAGE_SIZE);
 		return;
 	}
-	ft.parked[ft.nparked++] = (struct parked){ addr, tid, retry };
-	STAT_ADD(parked_faults, 1);
+	ft.parked[ft.nparked++] = (struct parked){ addr, tid, retry,
+						   why == FAULT_THROTTLE ? now_ns() : 0 };
+	if (why != FAULT_THROTTLE)
+		STAT_ADD(parked_faults, 1);
 }
 
 /*
@@ -202,7 +209,7 @@ static void on_fault(const struct uffd_msg *m)
 	enum fault_result res = serve(addr, m->arg.pagefault.flags, tid);
 
 	if (res != FAULT_DONE)
-		park(addr, tid, res == FAULT_RETRY);
+		park(addr, tid, res);
 }
 
 /*
@@ -221,17 +228,35 @@ static bool still_busy(uintptr_t addr)
 }
 
 /*
- * Wake the threads whose page is no longer busy, and those that waited for
- * an event we have read since: each faults again, and its new fault is
- * served from the page's state as it is now.
+ * A throttled fault waits while host memory is past the limit, but not
+ * forever: the agent that would make room may be stuck behind a fork that
+ * the sleeper's own thread holds up (it may hold the gate).
+ */
+static bool still_throttled(const struct parked *p, uint64_t now)
+{
+	if (!pager_over_limit())
+		return false;
+	if (now - p->throttled_ns < THROTTLE_MAX_NS)
+		return true;
+	pager_give_up("a fault waited too long for room");
+	return false;
+}
+
+/*
+ * Wake the threads whose page is no longer busy, those that waited for an
+ * event we have read since, and those that waited for room that is there
+ * now: each faults again, and its new fault is served from the page's
+ * state as it is now.
  */
 static void unpark(void)
 {
+	uint64_t now = now_ns();
+
 	reg_lock();
 	for (unsigned i = 0; i < ft.nparked;) {
 		struct parked *p = &ft.parked[i];
 
-		if (!p->retry && still_busy(p->addr)) {
+		if (p->throttled_ns ? still_throttled(p, now) : !p->retry && still_busy(p->addr)) {
 			i++;
 			continue;
 		}
@@ -241,10 +266,11 @@ static void unpark(void)
 	reg_unlock();
 }
 
+/* Sleepers that no kick is sure to be sent for: look again every millisecond. */
 static bool have_retries(void)
 {
 	for (unsigned i = 0; i < ft.nparked; i++)
-		if (ft.parked[i].retry)
+		if (ft.parked[i].retry || ft.parked[i].throttled_ns)
 			return true;
 	return false;
 }

@@ -5,10 +5,21 @@
  * time, to the first device; they fault back on access like swapped pages.
  *
  * Residency is measured with PAGEMAP_SCAN (present pages that are not the
- * shared zero page). Between measurements it is estimated from above: every
+ * shared zero page). Between measurements it is estimated from above: under
+ * a limit every managed range is armed from the start (registry.c), so every
  * page that can become resident arrives through our fault thread (a first
- * touch, or a page coming home), so a new measurement is due only when the
+ * touch, or a page coming home), and a new measurement is due only when the
  * estimate passes the limit.
+ *
+ * The limit holds the way the kernel's direct reclaim makes it hold: a fault
+ * that would add a page while the estimate is past the limit by more than a
+ * little slack is throttled (the faulting thread stays asleep in the kernel,
+ * handler.c) and the agent is woken to evict at once; the thread faults again
+ * once there is room. The fault thread itself never evicts: it may not wait.
+ * When nothing can be evicted (the device is full, every block is pinned) or
+ * a throttled fault waits too long (the agent may be held behind a fork the
+ * sleeper's own thread holds up), the throttle is off for a while, with one
+ * log line: the limit is exceeded rather than the program stopped.
  *
  * Coldness is a CLOCK over blocks: the fault thread sets a block's reference
  * bit whenever it serves a fault there; the hand clears bits and evicts
@@ -31,6 +42,7 @@
 #define THRASH_BOUNCES 2
 #define MAX_PIN_SHIFT 4
 #define RESCAN_NS 1000000000ull     /* measure at least this often */
+#define STUCK_NS 1000000000ull      /* no throttling for this long after a failed reclaim */
 
 struct block {
 	uintptr_t addr;             /* 0: free slot */
@@ -57,6 +69,14 @@ static struct {
 	/* fault thread -> agent */
 	struct note ring[RING_SIZE];
 	_Atomic uint32_t head, tail;
+	_Atomic bool urgent;        /* throttled faults wait: evict now */
+	void (*_Atomic wake)(void); /* wakes the agent (installed by it) */
+
+	/* agent -> fault thread: residency as it can be estimated anywhere */
+	_Atomic int64_t base;       /* resident pages minus arrivals(), at the last look */
+	_Atomic bool can_evict;     /* a device to evict to */
+	_Atomic uint64_t stuck_until_ns;
+	_Atomic bool warned_stuck;
 
 	/* agent only */
 	struct block *blocks;       /* open addressing on the block number */
@@ -85,6 +105,68 @@ void pager_note_fault(uintptr_t addr, bool from_device)
 		return; /* a lost hint, no more */
 	pager.ring[head % RING_SIZE] = (struct note){ addr, from_device };
 	atomic_store_explicit(&pager.head, head + 1, memory_order_release);
+}
+
+/* Pages that may have become resident since the last measurement. */
+static uint64_t arrivals(void)
+{
+	return atomic_load(&stats.zero_fills) + atomic_load(&stats.pages_to_host);
+}
+
+static uint64_t limit_pages(void)
+{
+	return opt.host_limit / PAGE_SIZE;
+}
+
+/* How far past the limit a fault may take residency before it waits. */
+static uint64_t slack_pages(void)
+{
+	return MAX(limit_pages() / 32, 2 * opt.zero_around);
+}
+
+bool pager_over_limit(void)
+{
+	int64_t estimate;
+
+	if (!opt.host_limit || !atomic_load_explicit(&pager.can_evict, memory_order_relaxed))
+		return false;
+	estimate = atomic_load_explicit(&pager.base, memory_order_relaxed) + (int64_t)arrivals();
+	if (estimate <= (int64_t)(limit_pages() + slack_pages()))
+		return false;
+	return now_ns() >= atomic_load_explicit(&pager.stuck_until_ns, memory_order_relaxed);
+}
+
+bool pager_throttle(void)
+{
+	void (*wake)(void);
+
+	if (!pager_over_limit())
+		return false;
+	if (!atomic_exchange(&pager.urgent, true) &&
+	    (wake = atomic_load_explicit(&pager.wake, memory_order_acquire)))
+		wake();
+	return true;
+}
+
+bool pager_take_urgent(void)
+{
+	return atomic_load_explicit(&pager.urgent, memory_order_relaxed) &&
+	       atomic_exchange(&pager.urgent, false);
+}
+
+void pager_set_wake(void (*fn)(void))
+{
+	atomic_store_explicit(&pager.wake, fn, memory_order_release);
+	if (!fn) /* nobody left to make room: nobody may wait for it */
+		atomic_store(&pager.can_evict, false);
+}
+
+/* Stop throttling for a while: the limit cannot be held right now. */
+void pager_give_up(const char *why)
+{
+	atomic_store(&pager.stuck_until_ns, now_ns() + STUCK_NS);
+	if (!atomic_exchange(&pager.warned_stuck, true))
+		log_warn("host limit: %s; managed memory goes above the limit for now", why);
 }
 
 /* ---- block table ---------------------------------------------------------- */
@@ -232,12 +314,6 @@ static int add_run(uintptr_t s, uintptr_t e, void *arg)
 	return 0;
 }
 
-/* Pages that may have become resident since the last measurement. */
-static uint64_t arrivals(void)
-{
-	return atomic_load(&stats.zero_fills) + atomic_load(&stats.pages_to_host);
-}
-
 static int measure(uint64_t now)
 {
 	struct span *spans;
@@ -260,11 +336,6 @@ static int measure(uint64_t now)
 	pager.measured_pages = total;
 	pager.measured_ns = now;
 	return err;
-}
-
-uint64_t pager_resident_bytes(void)
-{
-	return pager.measured_pages * PAGE_SIZE;
 }
 
 /* ---- evicting ------------------------------------------------------------- */
@@ -330,33 +401,58 @@ static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
 	return moved;
 }
 
-void pager_tick(void)
+/* What the fault thread estimates from: this look, and what arrives after it. */
+static void publish(struct hmm_device_core *c)
 {
-	uint64_t now = now_ns(), limit_pages = opt.host_limit / PAGE_SIZE, low, estimate;
-	struct hmm_device_core *c;
+	atomic_store(&pager.base, (int64_t)pager.measured_pages - (int64_t)pager.arrivals_at_measure);
+	atomic_store(&pager.can_evict, c != NULL);
+}
+
+/*
+ * A round: on the agent's timer, or at once when a fault waits for room.
+ * Either way the fault thread is kicked at the end, so that throttled
+ * faults look at the limit again.
+ */
+void pager_tick(bool urgent)
+{
+	uint64_t now = now_ns(), limit = limit_pages(), low, estimate;
+	struct hmm_device_core *c = NULL;
 	size_t moved;
 
 	if (!opt.host_limit)
 		return;
 	drain_notes(now);
 	estimate = pager.measured_pages + (arrivals() - pager.arrivals_at_measure);
-	if (estimate <= limit_pages && now - pager.measured_ns < RESCAN_NS)
+	if (!urgent && estimate <= limit && now - pager.measured_ns < RESCAN_NS)
 		return;
-	if (measure(now))
-		return;
-	if (pager.measured_pages <= limit_pages || !(c = first_device()))
-		return;
+	if (measure(now)) {
+		pager_give_up("cannot measure host residency");
+		goto out;
+	}
+	c = first_device();
+	if (pager.measured_pages <= limit || !c)
+		goto out;
 	/* Down to a low watermark, so the next eviction is not due at once. */
-	low = limit_pages - MIN(limit_pages / 16 + BLOCK_SIZE / PAGE_SIZE, limit_pages / 2);
+	low = limit - MIN(limit / 16 + BLOCK_SIZE / PAGE_SIZE, limit / 2);
 	moved = sweep(c, pager.measured_pages - low, now);
 	STAT_ADD(evictions, moved);
 	pager.measured_pages -= MIN(moved, pager.measured_pages);
+	/* A round that moved some may be followed by one that moves more. */
+	if (!moved && pager.measured_pages > limit + slack_pages())
+		pager_give_up("nothing more can be evicted");
+out:
+	publish(c);
+	if (urgent)
+		kick();
 }
 
 void pager_fork_child(void)
 {
 	atomic_store(&pager.head, 0);
 	atomic_store(&pager.tail, 0);
+	atomic_store(&pager.urgent, false);
+	atomic_store(&pager.can_evict, false);
+	atomic_store(&pager.wake, NULL);
 	pager.measured_pages = 0;
 	pager.measured_ns = 0;
 }

@@ -339,11 +339,15 @@ int reg_add(uintptr_t start, uintptr_t end, struct range **ret)
 	return add_span(start, end, NULL, true, ret);
 }
 
+/*
+ * Under a host limit nothing is lazy: the limit is held by seeing every
+ * first touch (engine/pager.c), which a lazy range's are not.
+ */
 int reg_add_lazy(uintptr_t start, uintptr_t end)
 {
 	if (reg_foreign(start, end))
 		return -EINVAL;
-	return add_span(start, end, NULL, false, NULL);
+	return add_span(start, end, NULL, opt.host_limit != 0, NULL);
 }
 
 int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,

@@ -297,7 +297,7 @@ bool reg_overlaps(uintptr_t start, uintptr_t end);
 bool reg_covers(uintptr_t start, uintptr_t end);
 /* Manage [start, end) (private anonymous memory), armed; already managed parts stay. */
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret);
-/* The same, lazily: registered with userfaultfd only once reg_arm() says so. */
+/* The same, lazily: registered with userfaultfd only once reg_arm() says so (armed under a host limit). */
 int reg_add_lazy(uintptr_t start, uintptr_t end);
 /* Pages of [start, end) are about to leave the host: arm their ranges, whole. */
 void reg_arm(uintptr_t start, uintptr_t end);
