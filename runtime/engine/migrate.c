@@ -16,7 +16,9 @@
  * otherwise ("the copy path") the page is write-protected, copied, and then
  * zapped, and a CPU write during the copy aborts that page's migration.
  * mig_range() is the entry point for both directions; home.c brings pages
- * back.
+ * back. The pages of a private file mapping that the CPU copied on write are
+ * anonymous memory to the kernel's migrate_vma; here they become it first
+ * (replace_copied, kernel/replace.c), and the file's own pages are holes.
  */
 #include <errno.h>
 #include <string.h>
@@ -433,6 +435,19 @@ static int collect_piece(const struct vma *v, uintptr_t s, uintptr_t e, void *ar
 	return 0;
 }
 
+/* The VMAs of [start, end); -EINVAL for a hole or an unreadable one. */
+static int walk_pieces(uintptr_t start, uintptr_t end, struct pieces *ps)
+{
+	int err;
+
+	ps->n = 0;
+	err = vma_walk(start, end, collect_piece, ps);
+	for (size_t i = 0; !err && i < ps->n; i++)
+		if (ps->v[i].hole || !(ps->v[i].flags & VMA_READ))
+			err = -EINVAL;
+	return err;
+}
+
 static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 			  struct mig_state *st, struct mig_result *res)
 {
@@ -486,6 +501,167 @@ static size_t count_placed(uintptr_t start, uintptr_t end, struct hmm_device_cor
 	return n;
 }
 
+/* ---- private file mappings: the pages the CPU copied ------------------- */
+
+#define FILL_PAGES 64ul
+
+/* reg.lock held: claims on [s, e) end, unfilled (those pages read as zero). */
+static void release_claims(uintptr_t s, uintptr_t e)
+{
+	for (uintptr_t a = s; a < e; a += PAGE_SIZE) {
+		struct range *r;
+		uint64_t *w = reg_word(a, &r);
+
+		if (w && (*w & PW_BUSY))
+			pages_release(r, a, 1);
+	}
+}
+
+/*
+ * The old bytes of [a, a + n pages) go in where the pages are still claimed,
+ * and the claims end: a fault parked there runs on. A page unmapped since
+ * is gone; one discarded since reads as zero, as it would have.
+ */
+static void fill_claimed(uintptr_t a, size_t n, const char *bytes)
+{
+	size_t i = 0;
+
+	reg_lock();
+	while (i < n) {
+		uintptr_t p = a + i * PAGE_SIZE;
+		struct range *r;
+		uint64_t *w = reg_word(p, &r);
+		size_t k = 1;
+		long done;
+
+		if (!w || !(*w & PW_BUSY) || (*w & PW_DISCARD)) {
+			if (w && (*w & PW_BUSY))
+				pages_release(r, p, 1);
+			i++;
+			continue;
+		}
+		while (i + k < n && p + k * PAGE_SIZE < r->end &&
+		       (*range_word(r, p + k * PAGE_SIZE) & (PW_BUSY | PW_DISCARD)) == PW_BUSY)
+			k++;
+		done = uffd_copy(p, bytes + i * PAGE_SIZE, k * PAGE_SIZE, 0);
+		if (done == -EAGAIN) {
+			/* A mapping change is pending: its event needs reg.lock. */
+			reg_unlock();
+			nap();
+			reg_lock();
+			continue;
+		}
+		if (done < 0)
+			log_err("cannot fill 0x%lx replacing its file mapping: %ld; it reads as zeros",
+				(unsigned long)p, done);
+		else
+			k = (size_t)done / PAGE_SIZE;
+		pages_release(r, p, k);
+		i += k;
+	}
+	reg_unlock();
+}
+
+/*
+ * [s, e) of a private file mapping holds anonymous copies only: put managed
+ * anonymous memory with the same bytes in its place, atomically for the
+ * program's threads (replace.c). Returns the bytes replaced from s, or -errno
+ * with nothing changed.
+ */
+static long replace_copies(uintptr_t s, uintptr_t e, unsigned vflags, char *bounce)
+{
+	struct replace rp;
+	uintptr_t end;
+	int err = replace_begin(&rp, s, e - s, vflags);
+
+	if (err)
+		return err;
+	end = s + rp.len;
+	err = uffd_register((uintptr_t)rp.stage, rp.len,
+			    UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP);
+	if (!err) {
+		/* Claimed before they exist: the faults after the mremap park. */
+		reg_lock();
+		err = reg_add_ahead(s, end);
+		for (uintptr_t a = s; !err && a < end; a += PAGE_SIZE)
+			page_claim(reg_word(a, NULL));
+		reg_unlock();
+	}
+	if (!err)
+		err = replace_commit(&rp);
+	if (err) {
+		reg_lock();
+		release_claims(s, end);
+		reg_mark_unmapped(s, end);
+		reg_unlock();
+		replace_end(&rp);
+		return err;
+	}
+	for (uintptr_t a = s; a < end; a += FILL_PAGES * PAGE_SIZE) {
+		size_t n = MIN(FILL_PAGES, (end - a) / PAGE_SIZE);
+
+		err = replace_read(&rp, bounce, n * PAGE_SIZE);
+		if (err) {
+			log_err("lost the contents of 0x%lx replacing its file mapping: %d",
+				(unsigned long)a, err);
+			memset(bounce, 0, n * PAGE_SIZE);
+		}
+		fill_claimed(a, n, bounce);
+	}
+	reg_lock();
+	reg_arm(s, end);
+	reg_unlock();
+	replace_end(&rp);
+	return (long)rp.len;
+}
+
+struct copies {
+	unsigned vflags;
+	char *bounce;
+	bool replaced;
+};
+
+static int replace_run(uintptr_t s, uintptr_t e, void *arg)
+{
+	struct copies *cp = arg;
+
+	while (s < e) {
+		long n = replace_copies(s, e, cp->vflags, cp->bounce);
+
+		if (n < 0)
+			return 0; /* a hole in the migration, as the file's own pages are */
+		cp->replaced = true;
+		s += (uintptr_t)n;
+	}
+	return 0;
+}
+
+static bool private_file(const struct piece *pc)
+{
+	return (pc->flags & VMA_FILE) && !(pc->flags & (VMA_SHARED | VMA_HUGETLB));
+}
+
+/*
+ * A private file mapping: the pages the CPU copied on write become managed
+ * anonymous memory, as the kernel migrates them; the file's own pages stay,
+ * holes in the migration. Returns whether anything was replaced.
+ */
+static bool replace_copied(const struct piece *pc)
+{
+	struct copies cp = { .vflags = pc->flags };
+	bool locked = false;
+
+	if (!reg.registered || !uffd.kernel_faults || reg_foreign(pc->start, pc->end) ||
+	    vma_locked(pc->start, pc->end, &locked) || locked)
+		return false;
+	cp.bounce = meta_alloc(FILL_PAGES * PAGE_SIZE);
+	if (!cp.bounce)
+		return false;
+	replace_copied_runs(pc->start, pc->end, replace_run, &cp);
+	meta_free(cp.bounce, FILL_PAGES * PAGE_SIZE);
+	return cp.replaced;
+}
+
 /* Private anonymous memory is adopted on the spot, armed when pages are to leave. */
 static int adopt_pieces(struct pieces *ps, struct hmm_device_core *dst)
 {
@@ -524,10 +700,16 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 	int err;
 
 	memset(res, 0, sizeof(*res));
-	err = vma_walk(start, end, collect_piece, &ps);
-	for (size_t i = 0; !err && i < ps.n; i++)
-		if (ps.v[i].hole || !(ps.v[i].flags & VMA_READ))
-			err = -EINVAL;
+	err = walk_pieces(start, end, &ps);
+	if (!err && dst) {
+		bool replaced = false;
+
+		for (size_t i = 0; i < ps.n; i++)
+			if (private_file(&ps.v[i]))
+				replaced |= replace_copied(&ps.v[i]);
+		if (replaced)
+			err = walk_pieces(start, end, &ps);
+	}
 	if (!err)
 		err = adopt_pieces(&ps, dst);
 	for (size_t i = 0; i < ps.n && !err; i++) {
