@@ -81,6 +81,15 @@ void batch_release_page(struct hmm_device_core *c, const struct bpage *p, bool s
 /* Place every page of [start, end) that can be placed on dst (NULL: the host). */
 int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struct mig_result *res);
 
+/* ---- fileprivate.c: the written pages of private file mappings ------------ */
+
+/*
+ * The runs of [start, end) (one VMA, flags vflags) that a private file
+ * mapping holds as anonymous copies become managed anonymous memory with
+ * the same bytes. Whether anything was replaced (the VMAs changed).
+ */
+bool mig_replace_copied(uintptr_t start, uintptr_t end, unsigned vflags);
+
 /* ---- home.c: bringing pages home ------------------------------------------ */
 
 /* Bring every page of [start, end) on a device (any device if c is NULL) home. */

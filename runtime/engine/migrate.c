@@ -16,7 +16,9 @@
  * otherwise ("the copy path") the page is write-protected, copied, and then
  * zapped, and a CPU write during the copy aborts that page's migration.
  * mig_range() is the entry point for both directions; home.c brings pages
- * back.
+ * back. The pages of a private file mapping that the CPU copied on write are
+ * anonymous memory to the kernel's migrate_vma; here they become it first
+ * (replace_copied, kernel/replace.c), and the file's own pages are holes.
  */
 #include <errno.h>
 #include <string.h>
@@ -497,6 +499,19 @@ static int pipeline_to_device(struct hmm_device_core *dst, const struct piece *p
 	return err;
 }
 
+/* The VMAs of [start, end); -EINVAL for a hole or an unreadable one. */
+static int walk_pieces(uintptr_t start, uintptr_t end, struct pieces *ps)
+{
+	int err;
+
+	ps->n = 0;
+	err = vma_walk(start, end, collect_piece, ps);
+	for (size_t i = 0; !err && i < ps->n; i++)
+		if (ps->v[i].hole || !(ps->v[i].flags & VMA_READ))
+			err = -EINVAL;
+	return err;
+}
+
 static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 			  struct mig_state *st, struct mig_result *res)
 {
@@ -588,10 +603,15 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 	int err;
 
 	memset(res, 0, sizeof(*res));
-	err = vma_walk(start, end, collect_piece, &ps);
-	for (size_t i = 0; !err && i < ps.n; i++)
-		if (ps.v[i].hole || !(ps.v[i].flags & VMA_READ))
-			err = -EINVAL;
+	err = walk_pieces(start, end, &ps);
+	if (!err && dst) {
+		bool replaced = false;
+
+		for (size_t i = 0; i < ps.n; i++)
+			replaced |= mig_replace_copied(ps.v[i].start, ps.v[i].end, ps.v[i].flags);
+		if (replaced)
+			err = walk_pieces(start, end, &ps);
+	}
 	if (!err)
 		err = adopt_pieces(&ps, dst);
 	for (size_t i = 0; i < ps.n && !err; i++) {

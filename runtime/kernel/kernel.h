@@ -91,6 +91,29 @@ int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 bool pagemap_have_scan(void);
 void pagemap_reset(void);      /* fork child */
 
+/* ---- replace.c: anonymous memory in place of a private file mapping ------ */
+
+struct replace {
+	uintptr_t start;
+	size_t len;             /* bytes held from start: all, or what the pipe takes */
+	void *stage;            /* the anonymous memory, until it moves to start */
+	int pipe[2];            /* references to the old pages, then their bytes */
+};
+/* Runs of [start, end), a private file mapping, that are anonymous copies. */
+int replace_copied_runs(uintptr_t start, uintptr_t end,
+			int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
+/*
+ * Hold the old pages of [start, start + len), all anonymous copies, and map
+ * the stage (vflags: the mapping's VMA_* protections). -EAGAIN: some page
+ * is not (or no longer) the process's own anonymous page.
+ */
+int replace_begin(struct replace *rp, uintptr_t start, size_t len, unsigned vflags);
+/* Put the stage, pages and all (none), over [start, start + len): one mremap. */
+int replace_commit(struct replace *rp);
+/* The old pages' bytes, in order, once replace_commit has returned. */
+int replace_read(struct replace *rp, void *buf, size_t len);
+void replace_end(struct replace *rp);   /* the pipe, and the stage if it did not move */
+
 /* ---- wtrack.c: which pages of foreign memory were written (WP_ASYNC) ------ */
 
 bool wtrack_available(void);   /* WP_ASYNC and PAGEMAP_SCAN (6.7) */

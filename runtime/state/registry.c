@@ -350,6 +350,19 @@ int reg_add_lazy(uintptr_t start, uintptr_t end)
 	return add_span(start, end, NULL, opt.host_limit != 0, NULL);
 }
 
+/*
+ * Lazily, and whatever is mapped there now: the caller is about to move
+ * registered anonymous memory over [start, end) (a private file mapping,
+ * which cannot be registered), and claims its pages first so that the
+ * faults that follow park until it fills them.
+ */
+int reg_add_ahead(uintptr_t start, uintptr_t end)
+{
+	if (reg_foreign(start, end))
+		return -EINVAL;
+	return add_mapped(start, end, start, NULL, false, NULL);
+}
+
 int reg_insert_words(uintptr_t start, const uint64_t *words, size_t npages,
 		     const struct attr *attrs, unsigned nattrs)
 {

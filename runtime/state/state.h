@@ -299,6 +299,8 @@ bool reg_covers(uintptr_t start, uintptr_t end);
 int reg_add(uintptr_t start, uintptr_t end, struct range **ret);
 /* The same, lazily: registered with userfaultfd only once reg_arm() says so (armed under a host limit). */
 int reg_add_lazy(uintptr_t start, uintptr_t end);
+/* The same, before anonymous memory is moved there (see registry.c). */
+int reg_add_ahead(uintptr_t start, uintptr_t end);
 /* Pages of [start, end) are about to leave the host: arm their ranges, whole. */
 void reg_arm(uintptr_t start, uintptr_t end);
 /* The CPU mapping of [start, end) went away: lazy ranges learn it here. */
