@@ -118,6 +118,7 @@ struct rt_options {
 	bool stats_summary;         /* UHMM_STATS */
 	unsigned stats_pid;         /* UHMM_STATS_PID; 0: any process */
 	const char *stats_file;     /* UHMM_STATS_FILE */
+	const char *kernel_hide;    /* UHMM_KERNEL_HIDE: a test aid, see kernel_hides() */
 };
 
 extern struct rt_options opt;
