@@ -215,6 +215,13 @@ static inline bool rt_self_internal(void)
  */
 int thread_spawn(pthread_t *ret, void *(*fn)(void *), void *arg, bool internal);
 bool thread_is_internal(pid_t tid);
+/*
+ * An application thread inside an API call reads pages it has claimed
+ * (exclusive access without UFFDIO_MOVE): for that while its faults are
+ * served as a runtime thread's, never parked behind its own claim.
+ */
+void thread_enter_internal(void);
+void thread_leave_internal(void);
 void thread_fork_child(void);
 
 /*
