@@ -293,11 +293,20 @@ int excl_grant(struct hmm_device_core *c, uintptr_t start, uintptr_t end, struct
 		handler_barrier();
 		err = vma_walk(start, end, adopt_piece, NULL);
 	}
-	/* Slots first: emptying them may raise events, never under reg.lock. */
-	while (!err && nslots < npages)
-		if (!(err = holding_alloc(&slots[nslots])))
-			nslots++;
 	while (!err) {
+		/*
+		 * A free slot for every page, before reg.lock (emptying stale slots
+		 * may raise events). Granted slots are their pages' now: a page the
+		 * CPU took back since gave its slot back, and needs a new one.
+		 */
+		memmove(slots, slots + used, (nslots - used) * sizeof(*slots));
+		nslots -= used;
+		used = 0;
+		while (!err && nslots < npages)
+			if (!(err = holding_alloc(&slots[nslots])))
+				nslots++;
+		if (err)
+			break;
 		/* Exclusive access is to system memory: pages in coherent memory (or
 		 * private to another device) come home first. */
 		for (int i = 0; i < MAX_DEVICES; i++) {
