@@ -105,7 +105,8 @@ static int anon_write_huge(void)
 	for (size_t i = 0; i < npages; i++)
 		CHECK_EQ(snap[i] & ~HMM_SNAP_HUGE, HMM_SNAP_WRITE);
 	if (t_have_thp() && !(snap[0] & HMM_SNAP_HUGE))
-		t_note("the kernel gave no huge page this time");
+		t_note(t_kernel_has("PAGEMAP_SCAN") ? "the kernel gave no huge page this time"
+						    : "huge pages untold without PAGEMAP_SCAN (6.7)");
 	t_unmap(map, map_len);
 	free(mirror);
 	free(snap);

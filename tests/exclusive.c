@@ -2,8 +2,12 @@
 /*
  * exclusive, exclusive_mprotect, exclusive_cow: device-exclusive (atomic)
  * access; any CPU access revokes it; losing write permission revokes it;
- * after fork it is plain copy-on-write memory on both sides.
+ * after fork it is plain copy-on-write memory on both sides; a CPU writing
+ * while the device takes the pages loses no update (exclusive_vs_cpu: the
+ * copy path before UFFDIO_MOVE must see writes made during its copy).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
@@ -123,8 +127,58 @@ static int exclusive_from_other_device(void)
 	return T_PASS;
 }
 
+/* Word 0 of each page is the CPU's counter, word 1 the device's. */
+struct writer {
+	uint64_t *p;
+	size_t npages;
+	atomic_bool stop;
+	uint64_t passes;
+};
+
+static void *cpu_writer(void *arg)
+{
+	struct writer *wr = arg;
+
+	while (!atomic_load(&wr->stop)) {
+		for (size_t i = 0; i < wr->npages; i++)
+			__atomic_fetch_add(&wr->p[i * PAGE / 8], 1, __ATOMIC_RELAXED);
+		wr->passes++;
+	}
+	return NULL;
+}
+
+static int exclusive_vs_cpu(void)
+{
+	size_t n = 64, rounds = 50;
+	struct writer wr = { .p = t_map(n * PAGE, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS), .npages = n };
+	struct hmm_access acc;
+	pthread_t th;
+	uint64_t old;
+
+	CHECK(wr.p);
+	memset(wr.p, 0, n * PAGE);
+	CHECK_OK(pthread_create(&th, NULL, cpu_writer, &wr));
+	for (size_t r = 0; r < rounds; r++) {
+		int err = hmm_device_exclusive(dev0, wr.p, n * PAGE, &acc);
+
+		CHECK(!err || err == -EBUSY); /* the writer may win every round for a while */
+		for (size_t i = 0; i < n; i++)
+			CHECK_OK(hmm_device_atomic_add(dev0, &wr.p[i * PAGE / 8 + 1], 1, &old));
+	}
+	atomic_store(&wr.stop, true);
+	CHECK_OK(pthread_join(th, NULL));
+	for (size_t i = 0; i < n; i++) {
+		CHECK_EQ(wr.p[i * PAGE / 8], wr.passes);
+		CHECK_EQ(wr.p[i * PAGE / 8 + 1], rounds);
+	}
+	t_unmap(wr.p, n * PAGE);
+	return T_PASS;
+}
+
 T_MAIN(TEST_CASE(exclusive, 0),
        TEST_CASE(exclusive_read_revokes, 0),
        TEST_CASE(exclusive_mprotect, 0),
        TEST_CASE(exclusive_cow, 0),
-       TEST_CASE(exclusive_from_other_device, T_TWO_DEVICES))
+       TEST_CASE(exclusive_from_other_device, T_TWO_DEVICES),
+       TEST_CASE(exclusive_vs_cpu, 0))

@@ -249,6 +249,16 @@ bool t_have_thp(void)
 	return !strstr(buf, "[never]") && buf[0];
 }
 
+bool t_kernel_has(const char *feature)
+{
+	struct hmm_kernel_feature f = { .size = sizeof(f) };
+
+	for (int i = 0; !hmm_kernel_feature(i, &f); i++)
+		if (!strcmp(f.name, feature))
+			return f.present;
+	return false;
+}
+
 void *t_thp_region(void **ret_map, size_t *ret_map_len, int prot)
 {
 	size_t len = 2 * THP_SIZE;

@@ -14,6 +14,8 @@
  *                                their model, others take the one the device
  *                                reports when opened
  *   UHMM_TEST_CASE=name          one case only
+ * and the runtime's UHMM_KERNEL_HIDE=MOVE,PAGEMAP_SCAN,... runs an older
+ * kernel's ways on this one (the *-oldkernel tests).
  */
 #ifndef UHMM_TEST_HARNESS_H
 #define UHMM_TEST_HARNESS_H
@@ -127,6 +129,7 @@ void t_unmap(void *p, size_t len);
 /* A PMD-aligned huge-page region of THP_SIZE inside a 2x mapping (*ret_map). */
 void *t_thp_region(void **ret_map, size_t *ret_map_len, int prot);
 bool t_have_thp(void);
+bool t_kernel_has(const char *feature);                      /* a uhmm-info name */
 void t_fill(int *p, size_t nints, int base);
 size_t t_count_bad(const int *p, size_t nints, int base);   /* != i + base */
 size_t t_count_neg(const int *p, size_t nints);             /* != -i */

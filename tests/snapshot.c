@@ -13,6 +13,7 @@
 static int snapshot_case(bool managed)
 {
 	char *p = t_map(7 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+	bool zero = t_kernel_has("ZERO_PAGE");
 	uint8_t snap[7];
 	size_t pages;
 
@@ -34,7 +35,7 @@ static int snapshot_case(bool managed)
 	CHECK_OK(hmm_device_snapshot(dev0, p, 7 * PAGE, snap));
 	CHECK_EQ(snap[0], HMM_SNAP_ERROR);
 	CHECK_EQ(snap[1], HMM_SNAP_ERROR);
-	CHECK_EQ(snap[2], HMM_SNAP_ZERO | HMM_SNAP_READ);
+	CHECK_EQ(snap[2], (zero ? HMM_SNAP_ZERO : 0) | HMM_SNAP_READ);
 	CHECK_EQ(snap[3], HMM_SNAP_READ);
 	CHECK_EQ(snap[4], HMM_SNAP_WRITE);
 	if (variant->coherent) {
@@ -48,6 +49,9 @@ static int snapshot_case(bool managed)
 	CHECK_EQ(t_loc(p + 6 * PAGE), t_dev_index(dev1));
 	t_unmap(p, PAGE);
 	t_unmap(p + 2 * PAGE, 5 * PAGE);
+	if (!zero)
+		SKIP("zero pages untold: no PAGEMAP_SCAN (6.7), and pagemap shows frame numbers "
+		     "only to CAP_SYS_ADMIN; the rest checked");
 	return T_PASS;
 }
 

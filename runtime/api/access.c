@@ -69,12 +69,10 @@ int hmm_device_exclusive(struct hmm_device *dev, void *addr, size_t len, struct 
 	err = api_enter_dev(dev, &c);
 	if (err)
 		return err;
-	/* Exclusive pages are out of the CPU's page table: that needs UFFDIO_MOVE,
-	 * and system calls on them need kernel-mode faults. */
+	/* Exclusive pages are out of the CPU's page table: system calls on them
+	 * need kernel-mode faults. */
 	if (!uffd.kernel_faults)
 		err = -EPERM;
-	else if (!uffd.can_move)
-		err = -EOPNOTSUPP;
 	else
 		err = excl_grant(c, start, end, &acc);
 	rt_leave();

@@ -64,12 +64,12 @@ static const struct {
 	{ UFFD_FEATURE_EXACT_ADDRESS, "EXACT_ADDRESS", "unused" },
 	{ UFFD_FEATURE_WP_HUGETLBFS_SHMEM, "WP_HUGETLBFS_SHMEM", "unused" },
 	{ UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED", "unused" },
-	{ UFFD_FEATURE_POISON, "POISON", "SIGBUS for an access whose page cannot come home" },
+	{ UFFD_FEATURE_POISON, "POISON", "a page that cannot come home raises SIGBUS on every access (6.6; else the one that faulted gets SIGBUS)" },
 	{ UFFD_FEATURE_WP_ASYNC, "WP_ASYNC", "OpenCL coarse mode: only the pages the host changed go to the device" },
-	{ UFFD_FEATURE_MOVE, "MOVE", "zero-copy migration and exclusive access (else pages are copied)" },
+	{ UFFD_FEATURE_MOVE, "MOVE", "zero-copy migration and exclusive access (6.8; else pages are copied)" },
 };
 
-enum { PT_PROCMAP_QUERY, PT_PAGEMAP_SCAN, PT_NR };
+enum { PT_PROCMAP_QUERY, PT_PAGEMAP_SCAN, PT_PAGEMAP_PFN, PT_NR };
 
 int hmm_kernel_feature(int index, struct hmm_kernel_feature *ret_feature)
 {
@@ -79,6 +79,7 @@ int hmm_kernel_feature(int index, struct hmm_kernel_feature *ret_feature)
 	if (!ret_feature || !size_ok(ret_feature->size, offsetof(struct hmm_kernel_feature, group)) ||
 	    index < 0)
 		return -EINVAL;
+	opt_load(); /* UHMM_KERNEL_HIDE */
 	if ((size_t)index < ARRAY_SIZE(uffd_features)) {
 		uffd_probe(&probe);
 		f.group = "userfaultfd";
@@ -89,13 +90,20 @@ int hmm_kernel_feature(int index, struct hmm_kernel_feature *ret_feature)
 		switch (index - (int)ARRAY_SIZE(uffd_features)) {
 		case PT_PROCMAP_QUERY:
 			f.name = "PROCMAP_QUERY";
-			f.use = "VMA lookups without parsing /proc/self/maps";
+			f.use = "VMA lookups without parsing /proc/self/maps (6.11)";
 			f.present = vma_have_procmap_query();
 			break;
 		case PT_PAGEMAP_SCAN:
 			f.name = "PAGEMAP_SCAN";
-			f.use = "zero and huge pages in snapshots, resident memory under a host limit";
+			f.use = "huge pages in snapshots, fast resident-memory counts under a host "
+				"limit (6.7; else from pagemap entries)";
 			f.present = pagemap_have_scan();
+			break;
+		case PT_PAGEMAP_PFN:
+			f.name = "ZERO_PAGE";
+			f.use = "zero pages in snapshots: PAGEMAP_SCAN, or frame numbers in "
+				"/proc/self/pagemap (CAP_SYS_ADMIN)";
+			f.present = pagemap_knows_zero();
 			break;
 		default:
 			return -ENOENT;

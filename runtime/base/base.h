@@ -118,6 +118,7 @@ struct rt_options {
 	bool stats_summary;         /* UHMM_STATS */
 	unsigned stats_pid;         /* UHMM_STATS_PID; 0: any process */
 	const char *stats_file;     /* UHMM_STATS_FILE */
+	const char *kernel_hide;    /* UHMM_KERNEL_HIDE: a test aid, see kernel_hides() */
 };
 
 extern struct rt_options opt;
@@ -214,6 +215,13 @@ static inline bool rt_self_internal(void)
  */
 int thread_spawn(pthread_t *ret, void *(*fn)(void *), void *arg, bool internal);
 bool thread_is_internal(pid_t tid);
+/*
+ * An application thread inside an API call reads pages it has claimed
+ * (exclusive access without UFFDIO_MOVE): for that while its faults are
+ * served as a runtime thread's, never parked behind its own claim.
+ */
+void thread_enter_internal(void);
+void thread_leave_internal(void);
 void thread_fork_child(void);
 
 /*

@@ -27,6 +27,7 @@ struct rt_options opt = {
 	.zero_around = 16,
 	.thrash_ms = 1000,
 	.stats_file = "",
+	.kernel_hide = "",
 };
 
 enum opt_type {
@@ -105,6 +106,9 @@ static const struct opt_desc descs[] = {
 	  "print the summary only in the process with this pid (uhmm-run sets it)" },
 	{ "UHMM_STATS_FILE", OPT_STRING, FIELD(stats_file), 0, 0, NULL, "",
 	  "write the summary as key=value lines to this file instead of stderr" },
+	{ "UHMM_KERNEL_HIDE", OPT_STRING, FIELD(kernel_hide), 0, 0, NULL, "",
+	  "test aid: act as if the kernel lacked these features (MOVE, POISON, PAGEMAP_SCAN, "
+	  "PROCMAP_QUERY, separated by ','), so an older kernel's ways run on this one" },
 };
 
 int parse_uint(const char *s, uint64_t max, uint64_t *ret)

@@ -47,6 +47,17 @@ static void unmark_internal(void)
 	}
 }
 
+void thread_enter_internal(void)
+{
+	mark_internal();
+}
+
+void thread_leave_internal(void)
+{
+	unmark_internal();
+	rt_self.internal = false;
+}
+
 bool thread_is_internal(pid_t tid)
 {
 	if (!tid)

@@ -118,5 +118,6 @@ struct procmap_query {
 #define PM_FILE_OR_SHARED (1ull << 61)
 #define PM_UFFD_WP (1ull << 57)
 #define PM_EXCLUSIVE (1ull << 56)
+#define PM_PFN_MASK ((1ull << 55) - 1)   /* 0 without CAP_SYS_ADMIN */
 
 #endif /* UHMM_KERNEL_COMPAT_H */

@@ -47,6 +47,12 @@ long uffd_zero(uintptr_t dst, size_t len, uint64_t mode);
 int uffd_protect(uintptr_t start, size_t len, bool protect, bool wake);
 int uffd_wake(uintptr_t start, size_t len);
 int uffd_poison(uintptr_t start, size_t len);
+/*
+ * UHMM_KERNEL_HIDE names this feature (a uhmm-info name: MOVE, PAGEMAP_SCAN):
+ * act as if the kernel lacked it, so that tests run an older kernel's
+ * fallbacks on this one.
+ */
+bool kernel_hides(const char *feature);
 
 /* ---- vma.c: the CPU's mappings, read without faulting --------------------- */
 
@@ -83,12 +89,16 @@ void proc_self_close(_Atomic int *slot);
 /* ---- pagemap.c: page-table state, read without faulting ------------------- */
 
 int pagemap_read(uintptr_t start, size_t npages, uint64_t *ret);
-/* PAGE_IS_* categories per page (PAGEMAP_SCAN); -EOPNOTSUPP without it */
+/*
+ * PAGE_IS_* categories per page: PAGEMAP_SCAN's, or without it what pagemap
+ * entries tell (no PAGE_IS_HUGE; PAGE_IS_PFNZERO if pagemap_knows_zero()).
+ */
 int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret);
 /* Runs of pages with host memory of their own (present, not the zero page). */
 int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
 bool pagemap_have_scan(void);
+bool pagemap_knows_zero(void); /* PAGEMAP_SCAN, or frame numbers (CAP_SYS_ADMIN) */
 void pagemap_reset(void);      /* fork child */
 
 /* ---- replace.c: anonymous memory in place of a private file mapping ------ */

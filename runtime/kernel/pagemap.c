@@ -2,17 +2,23 @@
 /*
  * Page state as the CPU's page table has it, read without faulting anything
  * in: /proc/self/pagemap entries, and PAGEMAP_SCAN (6.7) categories (present,
- * the shared zero page, huge) where the kernel has it.
+ * the shared zero page, huge) where the kernel has it. Without it (Debian
+ * 12's 6.1) the categories come from pagemap entries: the zero page is told
+ * by its frame number, which pagemap shows only to CAP_SYS_ADMIN, and huge
+ * pages are not told at all.
  */
 #include <errno.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernel.h"
 
 static _Atomic int pagemap_fd = -1;
 static _Atomic int pagemap_scan = -1;   /* -1 unknown, 0 no, 1 yes */
+#define ZERO_PFN_HIDDEN UINT64_MAX
+static _Atomic uint64_t zero_pfn;       /* 0 unknown, ZERO_PFN_HIDDEN: frame numbers read 0 */
 
 void pagemap_reset(void)
 {
@@ -42,6 +48,62 @@ int pagemap_read(uintptr_t start, size_t npages, uint64_t *ret)
 	return 0;
 }
 
+/*
+ * The shared zero page's frame number, learned once from a page of our own
+ * that was read and never written: a private anonymous page then maps it.
+ */
+static uint64_t learn_zero_pfn(void)
+{
+	uint64_t pfn = atomic_load(&zero_pfn), e;
+	volatile char *p;
+
+	if (pfn)
+		return pfn;
+	p = sys_mmap(NULL, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return ZERO_PFN_HIDDEN;    /* no memory now: ask again next time */
+	(void)*p;
+	if (!pagemap_read((uintptr_t)p, 1, &e) && (e & PM_PRESENT))
+		pfn = e & PM_PFN_MASK;
+	sys_munmap((void *)p, PAGE_SIZE);
+	if (!pfn)
+		pfn = ZERO_PFN_HIDDEN;
+	atomic_store(&zero_pfn, pfn);
+	return pfn;
+}
+
+static bool pm_is_zero(uint64_t e, uint64_t zpfn)
+{
+	return (e & PM_PRESENT) && zpfn != ZERO_PFN_HIDDEN && (e & PM_PFN_MASK) == zpfn;
+}
+
+bool pagemap_knows_zero(void)
+{
+	return pagemap_have_scan() || learn_zero_pfn() != ZERO_PFN_HIDDEN;
+}
+
+/* Without PAGEMAP_SCAN: the categories pagemap entries can tell. */
+static int categories_slow(uintptr_t start, size_t npages, uint8_t *ret)
+{
+	uint64_t zpfn = learn_zero_pfn();
+	uint64_t pm[512];
+
+	for (size_t done = 0; done < npages;) {
+		size_t n = MIN(npages - done, ARRAY_SIZE(pm));
+		int err = pagemap_read(start + done * PAGE_SIZE, n, pm);
+
+		if (err)
+			return err;
+		for (size_t i = 0; i < n; i++)
+			ret[done + i] = (uint8_t)(((pm[i] & PM_PRESENT) ? PAGE_IS_PRESENT : 0) |
+						  ((pm[i] & PM_SWAP) ? PAGE_IS_SWAPPED : 0) |
+						  ((pm[i] & PM_FILE_OR_SHARED) ? PAGE_IS_FILE : 0) |
+						  (pm_is_zero(pm[i], zpfn) ? PAGE_IS_PFNZERO : 0));
+		done += n;
+	}
+	return 0;
+}
+
 int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret)
 {
 	int fd = proc_self_fd(&pagemap_fd, "/proc/self/pagemap");
@@ -51,8 +113,8 @@ int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret)
 
 	if (fd < 0)
 		return fd;
-	if (atomic_load(&pagemap_scan) == 0)
-		return -EOPNOTSUPP;
+	if (!pagemap_have_scan())
+		return categories_slow(start, npages, ret);
 	memset(ret, 0, npages);
 	while (at < end) {
 		struct pm_scan_arg arg = {
@@ -66,14 +128,8 @@ int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret)
 		};
 		long n = ioctl(fd, PAGEMAP_SCAN, &arg);
 
-		if (n < 0) {
-			if (errno == ENOTTY || errno == EINVAL) {
-				atomic_store(&pagemap_scan, 0);
-				return -EOPNOTSUPP;
-			}
+		if (n < 0)
 			return -errno;
-		}
-		atomic_store(&pagemap_scan, 1);
 		for (long i = 0; i < n; i++)
 			for (uintptr_t a = regions[i].start; a < regions[i].end; a += PAGE_SIZE)
 				ret[(a - start) >> PAGE_SHIFT] = (uint8_t)regions[i].categories;
@@ -84,19 +140,39 @@ int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret)
 	return 0;
 }
 
+/* Whether PAGEMAP_SCAN works: one scan of a page of our stack tells. */
 bool pagemap_have_scan(void)
 {
-	uint8_t c;
+	int fd = proc_self_fd(&pagemap_fd, "/proc/self/pagemap");
+	struct page_region region;
+	char here;
+	struct pm_scan_arg arg = {
+		.size = sizeof(arg),
+		.start = (uintptr_t)&here & ~(PAGE_SIZE - 1),
+		.end = ((uintptr_t)&here & ~(PAGE_SIZE - 1)) + PAGE_SIZE,
+		.vec = (uintptr_t)&region,
+		.vec_len = 1,
+		.return_mask = PAGE_IS_PRESENT,
+	};
 
-	if (atomic_load(&pagemap_scan) < 0)
-		pagemap_categories((uintptr_t)&c & ~(PAGE_SIZE - 1), 1, &c);
+	if (atomic_load(&pagemap_scan) >= 0 || fd < 0)
+		return atomic_load(&pagemap_scan) == 1;
+	if (kernel_hides("PAGEMAP_SCAN"))
+		atomic_store(&pagemap_scan, 0);
+	else
+		atomic_store(&pagemap_scan, ioctl(fd, PAGEMAP_SCAN, &arg) >= 0 ||
+						    (errno != ENOTTY && errno != EINVAL));
 	return atomic_load(&pagemap_scan) == 1;
 }
 
-/* Without PAGEMAP_SCAN: present pages from /proc/self/pagemap, zero pages included. */
+/*
+ * Without PAGEMAP_SCAN: present pages from /proc/self/pagemap, zero pages
+ * left out where frame numbers show which they are.
+ */
 static int resident_runs_slow(uintptr_t start, uintptr_t end,
 			      int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
+	uint64_t zpfn = learn_zero_pfn();
 	uint64_t pm[512];
 
 	for (uintptr_t at = start; at < end;) {
@@ -107,7 +183,7 @@ static int resident_runs_slow(uintptr_t start, uintptr_t end,
 		if (err)
 			return err;
 		for (size_t i = 0; i <= n; i++) {
-			bool present = i < n && (pm[i] & PM_PRESENT);
+			bool present = i < n && (pm[i] & PM_PRESENT) && !pm_is_zero(pm[i], zpfn);
 
 			if (present && !run)
 				run = at + i * PAGE_SIZE;

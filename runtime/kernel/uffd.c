@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -55,6 +57,27 @@ static int uffd_new(bool *ret_kernel_faults, const char **ret_origin)
 	return fd;
 }
 
+bool kernel_hides(const char *feature)
+{
+	size_t n = strlen(feature);
+
+	for (const char *s = opt.kernel_hide; s && *s;) {
+		size_t len = strcspn(s, ",");
+
+		if (len == n && !strncasecmp(s, feature, n))
+			return true;
+		s += len + (s[len] == ',');
+	}
+	return false;
+}
+
+/* What UHMM_KERNEL_HIDE takes away from the features the kernel offers. */
+static uint64_t hidden_features(void)
+{
+	return (kernel_hides("MOVE") ? UFFD_FEATURE_MOVE : 0) |
+	       (kernel_hides("POISON") ? UFFD_FEATURE_POISON : 0);
+}
+
 /* UFFDIO_API on a throw-away descriptor: what the kernel offers. */
 static int uffd_available(uint64_t *ret_features, uint64_t *ret_ioctls)
 {
@@ -72,7 +95,7 @@ static int uffd_available(uint64_t *ret_features, uint64_t *ret_ioctls)
 		return err;
 	}
 	close(fd);
-	*ret_features = api.features;
+	*ret_features = api.features & ~hidden_features();
 	*ret_ioctls = api.ioctls;
 	return 0;
 }

@@ -149,6 +149,8 @@ static int query(uintptr_t addr, bool next, struct vma *ret)
 {
 	int fd, err;
 
+	if (atomic_load(&procmap_query) < 0 && kernel_hides("PROCMAP_QUERY"))
+		atomic_store(&procmap_query, 0);
 	if (atomic_load(&procmap_query) != 0) {
 		fd = proc_self_fd(&maps_fd, "/proc/self/maps");
 		if (fd >= 0) {
