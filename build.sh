@@ -3,17 +3,20 @@
 # Set up a Debian 12 machine (as root), build uhmm, and run the demo or the tests.
 #   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
 #   ./build.sh test   install what is missing, build, run every test suite (unit,
-#                     device-opencl, slow, preload, bench), then the unit suite
-#                     again under ASan+UBSan with the runtime's debug checks on
+#                     device-opencl, slow, preload, bench), the unit suite on
+#                     Debian 12's 6.1 kernel in QEMU (kernel61), then the unit
+#                     suite again under ASan+UBSan with the runtime's debug checks on
 set -eu
 cd "$(dirname "$0")"
 
 # What the build and the tests use, from Debian's archive (python3, sqlite3
 # and xz-utils: real programs the preload suite runs under uhmm-run; the
-# OpenCL headers and loader, and PoCL: an OpenCL device on the CPU).
+# OpenCL headers and loader, and PoCL: an OpenCL device on the CPU; QEMU,
+# a static busybox, cpio and e2fsprogs: the kernel61 suite boots Debian 12's
+# own kernel with them).
 packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev
 	python3 sqlite3 xz-utils ocl-icd-opencl-dev opencl-headers ocl-icd-libopencl1
-	pocl-opencl-icd"
+	pocl-opencl-icd qemu-system-x86 busybox-static cpio e2fsprogs"
 
 install_missing() {
 	missing=""
@@ -47,6 +50,8 @@ test)
 	build build
 	meson test -C build --suite unit --suite device-opencl --suite slow --suite preload \
 		--suite bench --print-errorlogs
+	# The unit suite again on Debian 12's 6.1 kernel, in QEMU (about 13 minutes).
+	meson test -C build --suite kernel61 --print-errorlogs
 	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
 		-Ddebug_checks=true
 	meson test -C build-asan --suite unit --print-errorlogs
