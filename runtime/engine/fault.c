@@ -233,7 +233,6 @@ struct async_fault {
 	struct hmm_device_core *c;
 	pid_t tid;
 	unsigned attempts;
-	bool ahead;             /* read-ahead: nobody faulted, a failure just leaves the pages */
 };
 
 /* Queue thread: the copy home finished; commit, then wake the faulter. */
@@ -252,12 +251,12 @@ static void async_done(struct dma_job *job)
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = range_word(r, rest);
 
-		if (!done && !af->ahead && ++af->attempts < opt.fault_retries) {
+		if (!done && ++af->attempts < opt.fault_retries) {
 			reg_unlock();
 			dmaq_submit(&af->c->q, job);
 			return;
 		}
-		if (!done && !af->ahead)
+		if (!done)
 			fail_access(af->c, rest, w, af->tid, run->d.status);
 		pages_release(r, rest, run->d.npages - done);
 	}
@@ -275,7 +274,7 @@ static void async_done(struct dma_job *job)
  * the faulting thread (so the fault is not parked).
  */
 static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
-					uintptr_t addr, size_t n, pid_t tid, bool ahead)
+					uintptr_t addr, size_t n, pid_t tid)
 {
 	struct async_fault *af = meta_alloc(sizeof(*af));
 	uint64_t *w = range_word(r, addr);
@@ -284,7 +283,6 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 		return FAULT_RETRY;
 	af->c = c;
 	af->tid = tid;
-	af->ahead = ahead;
 	af->run.addr = addr;
 	af->run.d.npages = (uint32_t)n;
 	af->run.d.slot = pw_slot(*w);
@@ -298,36 +296,6 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 	c->last_fault_end = addr + n * PAGE_SIZE;
 	dmaq_submit(&c->q, &af->job);
 	return FAULT_DONE;
-}
-
-/*
- * A stream through memory only the device can read: while the thread reads
- * the window it faulted in, the queue fetches the next one, as swap
- * readahead does, so the device's copy overlaps the program's work. A
- * thread that gets there first parks until it is in. Nobody faulted on
- * these pages: a failure leaves them on the device.
- */
-#define READ_AHEAD_MIN_WINDOW 16
-
-static void read_ahead(struct hmm_device_core *c, struct range *r, uintptr_t addr)
-{
-	uint64_t *w;
-	uintptr_t pinned;
-	size_t n;
-
-	if (c->window < READ_AHEAD_MIN_WINDOW || addr >= r->end)
-		return;
-	w = range_word(r, addr);
-	if (!pw_loc(*w) || dev_by_loc(pw_loc(*w)) != c ||
-	    (*w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED)))
-		return;
-	n = device_run(r, addr, MIN(c->window, PMD_PAGES));
-	mirror_lock(&c->mirror);
-	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
-	mirror_unlock(&c->mirror);
-	n = (pinned - addr) / PAGE_SIZE;
-	if (n)
-		fault_in_async(c, r, addr, n, 0, true);
 }
 
 enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool internal)
@@ -383,11 +351,9 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	n = (pinned - addr) / PAGE_SIZE;
 	if (dev_host_mapped(c))
 		return fault_in_inline(c, r, addr, n, tid);
-	if (!(n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res)))
-		res = fault_in_async(c, r, addr, n, tid, false);
-	if (res == FAULT_DONE)
-		read_ahead(c, r, addr + n * PAGE_SIZE);
-	return res;
+	if (n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res))
+		return res;
+	return fault_in_async(c, r, addr, n, tid);
 }
 
 enum fault_result fault_wp(struct range *r, uintptr_t addr)
