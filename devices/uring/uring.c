@@ -273,16 +273,17 @@ static int uring_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigne
 
 			d->status = 0;
 			d->done = 0;
-			if ((d->slot + d->npages) * HMM_PAGE_SIZE > dev->mem_bytes)
+			if ((d->slot + d->npages) * HMM_PAGE_SIZE > dev->mem_bytes) {
 				d->status = -EINVAL;
-			else if (hmm_fault_should_fail(to_dev ? "dma_to_device" : "dma_to_host"))
+			} else if (hmm_fault_should_fail(to_dev ? "dma_to_device" : "dma_to_host")) {
 				d->status = -EIO;
-			else if (to_dev && !d->host)
+			} else if (to_dev && !d->host) {
 				d->status = punch(u, d);
-			else
+			} else {
 				ios[k++] = (struct run_io){ d, 0, (size_t)d->npages * HMM_PAGE_SIZE };
-			if (d->status || (to_dev && !d->host))
-				d->done = d->status ? 0 : d->npages;
+				continue;
+			}
+			d->done = d->status ? 0 : d->npages;
 		}
 		run_batch(u, ios, k);
 		for (unsigned j = 0; j < k; j++)

@@ -355,21 +355,23 @@ static bool sort_unmoved(struct batch *bt, struct mig_state *st, struct mig_resu
 	return again;
 }
 
+/* Pages of a mapping with these flags can move into c's memory (else: the copy path). */
+static bool moves_into(struct hmm_device_core *c, unsigned vflags)
+{
+	return dev_movable(c) && (vflags & VMA_WRITE) && !(vflags & VMA_EXEC);
+}
+
+/* A batch for memory pages move into (moves_into); those that refuse are copied. */
 static int batch_to_private(struct hmm_device_core *c, uintptr_t a, uintptr_t b, unsigned vflags,
 			    struct batch *bt, struct mig_state *st, struct mig_result *res)
 {
 	bool writable = vflags & VMA_WRITE;
-	bool move = dev_movable(c) && writable && !(vflags & VMA_EXEC);
-	int err = collect_for_device(bt, a, b, move, st, res);
+	int err = collect_for_device(bt, a, b, true, st, res);
 	size_t ncopy, cowed_before = st->cowed.n;
 	bool again;
 
 	if (err || !bt->n)
 		return err;
-	if (!move) {
-		copy_to_device(bt, writable, st, res);
-		return 0;
-	}
 	batch_build_runs(bt, NULL, false);
 	batch_run(c, bt, DMA_MOVE_IN);
 	reg_lock();
@@ -520,6 +522,8 @@ static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 	struct batch bt = { 0 };
 	int err = 0;
 
+	if (dst && !dev_coherent(dst) && !moves_into(dst, pc->flags))
+		return pipeline_to_device(dst, pc, st, res);
 	if (dst) {
 		err = batch_init(&bt, dst, max);
 	} else if (!(hs = home_set_new(max))) {
@@ -582,7 +586,7 @@ static int adopt_pieces(struct pieces *ps, struct hmm_device_core *dst)
 			continue;
 		}
 		/* UFFDIO_MOVE refuses mlock'ed memory by itself; other paths ask. */
-		if (dst && !(dev_movable(dst) && (pc->flags & VMA_WRITE) && !(pc->flags & VMA_EXEC)))
+		if (dst && !moves_into(dst, pc->flags))
 			err = vma_locked(pc->start, pc->end, &locked);
 		if (locked) {
 			pc->flags |= VMA_SHARED; /* not ours to move: mlock'ed */
@@ -622,11 +626,7 @@ int mig_range(uintptr_t start, uintptr_t end, struct hmm_device_core *dst, struc
 				res->enoent = true;
 			continue;
 		}
-		if (dst && !dev_coherent(dst) &&
-		    !(dev_movable(dst) && (pc->flags & VMA_WRITE) && !(pc->flags & VMA_EXEC)))
-			err = pipeline_to_device(dst, pc, &st, res);
-		else
-			err = for_each_batch(dst, pc, &st, res);
+		err = for_each_batch(dst, pc, &st, res);
 	}
 	if (!err)
 		res->placed = count_placed(start, end, dst);

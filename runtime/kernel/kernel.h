@@ -94,6 +94,15 @@ int pagemap_read(uintptr_t start, size_t npages, uint64_t *ret);
  * entries tell (no PAGE_IS_HUGE; PAGE_IS_PFNZERO if pagemap_knows_zero()).
  */
 int pagemap_categories(uintptr_t start, size_t npages, uint8_t *ret);
+/* Runs of pages whose /proc/self/pagemap entries match(). */
+int pagemap_entry_runs(uintptr_t start, uintptr_t end, bool (*match)(uint64_t e, void *ctx),
+		       void *ctx, int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
+/*
+ * Runs of pages PAGEMAP_SCAN finds in query's categories (its masks; the
+ * range and vector are set here). -EOPNOTSUPP without PAGEMAP_SCAN.
+ */
+int pagemap_scan_runs(uintptr_t start, uintptr_t end, const struct pm_scan_arg *query,
+		      int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
 /* Runs of pages with host memory of their own (present, not the zero page). */
 int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg);
@@ -128,7 +137,6 @@ void replace_end(struct replace *rp);   /* the pipe, and the stage if it did not
 
 bool wtrack_available(void);   /* WP_ASYNC and PAGEMAP_SCAN (6.7) */
 int wtrack_register(uintptr_t start, size_t len);
-int wtrack_unregister(uintptr_t start, size_t len);
 int wtrack_reset(uintptr_t start, size_t len);  /* from here on, writes are noted */
 /* Runs written since the reset, or no longer present (they read as zeros now). */
 int wtrack_changed(uintptr_t start, uintptr_t end,

@@ -165,14 +165,9 @@ bool pagemap_have_scan(void)
 	return atomic_load(&pagemap_scan) == 1;
 }
 
-/*
- * Without PAGEMAP_SCAN: present pages from /proc/self/pagemap, zero pages
- * left out where frame numbers show which they are.
- */
-static int resident_runs_slow(uintptr_t start, uintptr_t end,
-			      int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+int pagemap_entry_runs(uintptr_t start, uintptr_t end, bool (*match)(uint64_t e, void *ctx),
+		       void *ctx, int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
-	uint64_t zpfn = learn_zero_pfn();
 	uint64_t pm[512];
 
 	for (uintptr_t at = start; at < end;) {
@@ -183,11 +178,11 @@ static int resident_runs_slow(uintptr_t start, uintptr_t end,
 		if (err)
 			return err;
 		for (size_t i = 0; i <= n; i++) {
-			bool present = i < n && (pm[i] & PM_PRESENT) && !pm_is_zero(pm[i], zpfn);
+			bool in = i < n && match(pm[i], ctx);
 
-			if (present && !run)
+			if (in && !run)
 				run = at + i * PAGE_SIZE;
-			if (!present && run) {
+			if (!in && run) {
 				err = fn(run, at + i * PAGE_SIZE, arg);
 				if (err)
 					return err;
@@ -199,8 +194,8 @@ static int resident_runs_slow(uintptr_t start, uintptr_t end,
 	return 0;
 }
 
-int pagemap_resident_runs(uintptr_t start, uintptr_t end,
-			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+int pagemap_scan_runs(uintptr_t start, uintptr_t end, const struct pm_scan_arg *query,
+		      int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
 	int fd = proc_self_fd(&pagemap_fd, "/proc/self/pagemap");
 	struct page_region regions[64];
@@ -209,21 +204,17 @@ int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 	if (fd < 0)
 		return fd;
 	if (!pagemap_have_scan())
-		return resident_runs_slow(start, end, fn, arg);
+		return -EOPNOTSUPP;
 	while (at < end) {
-		/* Present and not the shared zero page. */
-		struct pm_scan_arg scan = {
-			.size = sizeof(scan),
-			.start = at,
-			.end = end,
-			.vec = (uintptr_t)regions,
-			.vec_len = ARRAY_SIZE(regions),
-			.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
-			.category_inverted = PAGE_IS_PFNZERO,
-			.return_mask = PAGE_IS_PRESENT,
-		};
-		long n = ioctl(fd, PAGEMAP_SCAN, &scan);
+		struct pm_scan_arg scan = *query;
+		long n;
 
+		scan.size = sizeof(scan);
+		scan.start = at;
+		scan.end = end;
+		scan.vec = (uintptr_t)regions;
+		scan.vec_len = ARRAY_SIZE(regions);
+		n = ioctl(fd, PAGEMAP_SCAN, &scan);
 		if (n < 0)
 			return -errno;
 		for (long i = 0; i < n; i++) {
@@ -237,4 +228,27 @@ int pagemap_resident_runs(uintptr_t start, uintptr_t end,
 		at = scan.walk_end;
 	}
 	return 0;
+}
+
+/* Without PAGEMAP_SCAN, zero pages are left out where frame numbers show which they are. */
+static bool resident(uint64_t e, void *zpfn)
+{
+	return (e & PM_PRESENT) && !pm_is_zero(e, *(uint64_t *)zpfn);
+}
+
+int pagemap_resident_runs(uintptr_t start, uintptr_t end,
+			  int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
+{
+	/* Present and not the shared zero page. */
+	static const struct pm_scan_arg query = {
+		.category_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
+		.category_inverted = PAGE_IS_PFNZERO,
+		.return_mask = PAGE_IS_PRESENT,
+	};
+	uint64_t zpfn;
+
+	if (pagemap_have_scan())
+		return pagemap_scan_runs(start, end, &query, fn, arg);
+	zpfn = learn_zero_pfn();
+	return pagemap_entry_runs(start, end, resident, &zpfn, fn, arg);
 }

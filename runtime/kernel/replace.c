@@ -26,38 +26,16 @@
 #include "kernel.h"
 
 /* An anonymous copy: present or swapped, neither a file page nor shared. */
-static bool copied(uint64_t pm)
+static bool copied(uint64_t pm, void *ctx)
 {
+	(void)ctx;
 	return (pm & (PM_PRESENT | PM_SWAP)) && !(pm & PM_FILE_OR_SHARED);
 }
 
 int replace_copied_runs(uintptr_t start, uintptr_t end,
 			int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
-	uint64_t pm[512];
-
-	for (uintptr_t at = start; at < end;) {
-		size_t n = MIN((end - at) / PAGE_SIZE, ARRAY_SIZE(pm));
-		uintptr_t run = 0;
-		int err = pagemap_read(at, n, pm);
-
-		if (err)
-			return err;
-		for (size_t i = 0; i <= n; i++) {
-			bool anon = i < n && copied(pm[i]);
-
-			if (anon && !run)
-				run = at + i * PAGE_SIZE;
-			if (!anon && run) {
-				err = fn(run, at + i * PAGE_SIZE, arg);
-				if (err)
-					return err;
-				run = 0;
-			}
-		}
-		at += n * PAGE_SIZE;
-	}
-	return 0;
+	return pagemap_entry_runs(start, end, copied, NULL, fn, arg);
 }
 
 static int prot_of(unsigned vflags)

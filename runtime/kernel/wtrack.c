@@ -27,7 +27,6 @@
 #include "kernel.h"
 
 static _Atomic int wtrack_fd = -2;      /* -2 not tried, -1 not available */
-static _Atomic int wtrack_pagemap = -1;
 static pthread_mutex_t wtrack_open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int wtrack_new(void)
@@ -70,15 +69,6 @@ int wtrack_register(uintptr_t start, size_t len)
 	return ioctl(atomic_load(&wtrack_fd), UFFDIO_REGISTER, &reg) ? -errno : 0;
 }
 
-int wtrack_unregister(uintptr_t start, size_t len)
-{
-	struct uffdio_range r = { start, len };
-
-	if (atomic_load(&wtrack_fd) < 0)
-		return -EOPNOTSUPP;
-	return ioctl(atomic_load(&wtrack_fd), UFFDIO_UNREGISTER, &r) ? -errno : 0;
-}
-
 int wtrack_reset(uintptr_t start, size_t len)
 {
 	struct uffdio_writeprotect wp = {
@@ -94,39 +84,16 @@ int wtrack_reset(uintptr_t start, size_t len)
 int wtrack_changed(uintptr_t start, uintptr_t end,
 		   int (*fn)(uintptr_t s, uintptr_t e, void *arg), void *arg)
 {
-	int fd = proc_self_fd(&wtrack_pagemap, "/proc/self/pagemap");
-	struct page_region runs[64];
-	uintptr_t at = start;
+	/* Written, or not present (inverted): either way not what it was. */
+	static const struct pm_scan_arg query = {
+		.category_inverted = PAGE_IS_PRESENT,
+		.category_anyof_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+		.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+	};
 
-	if (fd < 0)
-		return fd;
 	if (atomic_load(&wtrack_fd) < 0)
 		return -EOPNOTSUPP;
-	while (at < end) {
-		struct pm_scan_arg scan = {
-			.size = sizeof(scan),
-			.start = at,
-			.end = end,
-			.vec = (uintptr_t)runs,
-			.vec_len = ARRAY_SIZE(runs),
-			/* Written, or not present (inverted): either way not what it was. */
-			.category_inverted = PAGE_IS_PRESENT,
-			.category_anyof_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
-			.return_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
-		};
-		long n = ioctl(fd, PAGEMAP_SCAN, &scan);
-		int err;
-
-		if (n < 0)
-			return -errno;
-		for (long i = 0; i < n; i++)
-			if ((err = fn(runs[i].start, runs[i].end, arg)))
-				return err;
-		if (scan.walk_end <= at)
-			break;
-		at = scan.walk_end;
-	}
-	return 0;
+	return pagemap_scan_runs(start, end, &query, fn, arg);
 }
 
 void wtrack_reset_after_fork(void)
@@ -135,5 +102,4 @@ void wtrack_reset_after_fork(void)
 
 	if (fd >= 0)
 		close(fd);
-	proc_self_close(&wtrack_pagemap);
 }

@@ -78,14 +78,17 @@ struct stand_in {
 	bool lease;                     /* no buffer: the shared heap, lent to the device */
 };
 
+/* How the layer serves a device, decided at its first launch. */
+struct served_device {
+	cl_device_id device;
+	enum cl_mode mode;
+	bool shares_memory;             /* CL_DEVICE_HOST_UNIFIED_MEMORY */
+};
+
 static struct {
 	pthread_mutex_t lock;           /* all of the below */
 	struct kernel_state *buckets[BUCKETS];
-	struct {
-		cl_device_id device;
-		enum cl_mode mode;
-		bool shares_memory;     /* CL_DEVICE_HOST_UNIFIED_MEMORY */
-	} modes[16];
+	struct served_device modes[16];
 	unsigned nmodes;
 	struct stand_in *pending;
 } layer = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -143,8 +146,8 @@ static enum cl_mode mode_from_env(bool *ret_forced)
 	return MODE_SYSTEM;
 }
 
-/* What the device offers decides, unless UHMM_OPENCL_SVM does. */
-static enum cl_mode device_mode(cl_device_id d)
+/* What the device offers decides, unless UHMM_OPENCL_SVM does. layer.lock held. */
+static struct served_device served(cl_device_id d)
 {
 	cl_device_svm_capabilities svm = 0;
 	cl_device_type type = 0;
@@ -154,7 +157,7 @@ static enum cl_mode device_mode(cl_device_id d)
 
 	for (unsigned i = 0; i < layer.nmodes; i++)
 		if (layer.modes[i].device == d)
-			return layer.modes[i].mode;
+			return layer.modes[i];
 	mode = mode_from_env(&forced);
 	cl_driver.clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof(unified), &unified, NULL);
 	if (!forced) {
@@ -168,7 +171,7 @@ static enum cl_mode device_mode(cl_device_id d)
 			mode = MODE_BUFFER;
 	}
 	if (layer.nmodes < ARRAY_SIZE(layer.modes))
-		layer.modes[layer.nmodes++] = (typeof(layer.modes[0])){ d, mode, unified };
+		layer.modes[layer.nmodes++] = (struct served_device){ d, mode, unified };
 	if (opt.log_level >= LOG_INFO) {
 		char name[128] = "?";
 
@@ -177,16 +180,12 @@ static enum cl_mode device_mode(cl_device_id d)
 		log_info("opencl: %s (SVM capabilities 0x%llx) served in %s mode", name,
 			 (unsigned long long)svm, mode_names[mode]);
 	}
-	return mode;
+	return (struct served_device){ d, mode, unified };
 }
 
-/* layer.lock held, after device_mode(d): the device computes in host memory. */
-static bool device_shares_memory(cl_device_id d)
+static enum cl_mode device_mode(cl_device_id d)
 {
-	for (unsigned i = 0; i < layer.nmodes; i++)
-		if (layer.modes[i].device == d)
-			return layer.modes[i].shares_memory;
-	return false;
+	return served(d).mode;
 }
 
 /* ---- what a pointer points into ------------------------------------------ */
@@ -515,14 +514,12 @@ static bool arg_is_const(cl_kernel k, cl_uint i)
  * gets the buffer. The stand-in joins *list once the launch is enqueued.
  */
 static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const void *p,
-			   struct stand_in **list)
+			   bool in_place, struct stand_in **list)
 {
 	cl_context ctx = NULL;
-	cl_device_id d = NULL;
 	struct stand_in *s;
 	uintptr_t start;
 	size_t len;
-	bool in_place;
 	cl_int err;
 
 	if (extent_of(p, &start, &len) || start != (uintptr_t)p) {
@@ -536,8 +533,6 @@ static cl_int stand_in_for(cl_command_queue q, cl_kernel k, unsigned i, const vo
 		goto out;
 	}
 	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_CONTEXT, sizeof(ctx), &ctx, NULL);
-	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
-	in_place = device_shares_memory(d);
 	s = meta_alloc(sizeof(*s));
 	if (!s || (!in_place && !arg_is_const(k, i) && !(s->snapshot = snapshot_alloc(len)))) {
 		meta_free(s, sizeof(*s));
@@ -820,12 +815,14 @@ static cl_int prepare_coarse(cl_command_queue q, cl_kernel k, struct kernel_stat
 static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_list)
 {
 	struct kernel_state *s = state_of(k, false);
+	struct served_device sv;
 	cl_device_id d = NULL;
 	enum cl_mode mode;
 
 	*ret_list = NULL;
 	cl_driver.clGetCommandQueueInfo(q, CL_QUEUE_DEVICE, sizeof(d), &d, NULL);
-	mode = device_mode(d);
+	sv = served(d);
+	mode = sv.mode;
 	log_debug("opencl: launch of kernel %p in %s mode", (void *)k, mode_names[mode]);
 	if (mode == MODE_SYSTEM) {
 		/* Even a kernel given no pointer may find some in a buffer. */
@@ -864,7 +861,7 @@ static cl_int prepare(cl_command_queue q, cl_kernel k, struct stand_in **ret_lis
 
 		if (!s->svm[i])
 			continue;
-		err = stand_in_for(q, k, i, s->svm[i], ret_list);
+		err = stand_in_for(q, k, i, s->svm[i], sv.shares_memory, ret_list);
 		if (err != CL_SUCCESS) {
 			drop_stand_ins(*ret_list);
 			*ret_list = NULL;
