@@ -74,6 +74,7 @@ struct hmm_device_info {
 	uint64_t mem_used;    /* bytes of device memory holding process pages */
 	bool coherent;        /* the CPU accesses this device's memory in place */
 	int memory_model;     /* enum hmm_memory_model */
+	char detail[96];      /* how the backend runs it, e.g. "O_DIRECT on /var/tmp (ext4)" */
 };
 
 /**

@@ -2,9 +2,10 @@
 /*
  * uhmm-info: what this machine gives the runtime (userfaultfd features and
  * privilege, page-table introspection), which backends are built and
- * present, and every UHMM_* variable with its default (like fi_info -e).
- * Public API only: hmm_kernel_info, hmm_kernel_feature, hmm_backend_info,
- * hmm_option_info.
+ * present, and every UHMM_* variable with its default (like fi_info -e);
+ * with --device, how one device runs here. Public API only:
+ * hmm_kernel_info, hmm_kernel_feature, hmm_backend_info, hmm_option_info,
+ * hmm_device_open and hmm_device_info.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,10 +18,42 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: uhmm-info [--env] [--help]\n"
+	fprintf(f, "usage: uhmm-info [--env | --device SPEC] [--help]\n"
 		   "Prints the kernel features the runtime found, the device backends and\n"
 		   "every UHMM_* environment variable with its default.\n"
-		   "  --env   only the environment variables\n");
+		   "  --env           only the environment variables\n"
+		   "  --device SPEC   open the device SPEC and say how it runs here\n");
+}
+
+static const char *const model_names[] = {
+	[HMM_MEMORY_PRIVATE] = "private",
+	[HMM_MEMORY_DMA_ONLY] = "DMA-only",
+	[HMM_MEMORY_COHERENT] = "coherent",
+};
+
+/* Open one device as a program would, and print what it became. */
+static int print_device(const char *spec)
+{
+	struct hmm_device_info info = { .size = sizeof(info) };
+	struct hmm_device *dev;
+	int err = hmm_init();
+
+	if (!err)
+		err = hmm_device_open(spec, &dev);
+	if (!err)
+		err = hmm_device_info(dev, &info);
+	if (err) {
+		fprintf(stderr, "uhmm-info: %s: %s\n", spec, strerror(-err));
+		return 1;
+	}
+	printf("%s: %s, %s memory, %llu MiB\n", info.name, info.kind,
+	       info.memory_model >= 0 && info.memory_model < 3 ? model_names[info.memory_model]
+								: "?",
+	       (unsigned long long)(info.mem_total >> 20));
+	if (info.detail[0])
+		printf("  %s\n", info.detail);
+	hmm_device_close(dev);
+	return 0;
 }
 
 static void print_env(void)
@@ -86,17 +119,20 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "env", no_argument, NULL, 'e' },
+		{ "device", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct utsname u;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "eh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ed:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'e':
 			print_env();
 			return 0;
+		case 'd':
+			return print_device(optarg);
 		case 'h':
 			usage(stdout);
 			return 0;

@@ -530,4 +530,5 @@ const struct hmm_device_ops hmm_opencl_ops = {
 	.variants = ocl_variants,
 	/* A read on the fault thread would wait on the driver: faults queue. */
 	.fetch = hmm_device_fetch_queued,
+	.release = hmm_device_release_nop,
 };

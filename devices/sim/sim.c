@@ -190,4 +190,5 @@ const struct hmm_device_ops hmm_sim_ops = {
 	.place = hmm_device_place_in_place,
 	.variants = sim_variants,
 	.fetch = sim_fetch,
+	.release = hmm_device_release_nop,
 };

@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define HMM_DEVICE_OPS_VERSION 3
+#define HMM_DEVICE_OPS_VERSION 4
 #define HMM_PAGE_SIZE 4096u
 
 /*
@@ -105,6 +105,12 @@ struct hmm_device {
 	uint64_t mem_bytes;                 /* device memory, a multiple of HMM_PAGE_SIZE */
 	void *mem_base;                     /* with HMM_DEVCAP_HOST_MAPPED */
 	struct hmm_device_core *core;       /* set by the runtime; opaque here */
+	/*
+	 * How this device works, one line for people (uhmm-info --device,
+	 * hmm_device_info): what the backend chose at open, e.g. the I/O mode
+	 * a storage tier got from its file system. May stay empty.
+	 */
+	char detail[96];
 };
 
 /*
@@ -201,6 +207,22 @@ struct hmm_device_ops {
 	 * hmm_device_fetch_queued is the stub for backends that only queue.
 	 */
 	int (*fetch)(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host);
+
+	/* Version 4. */
+
+	/**
+	 * release() - slots the runtime no longer uses: what they hold is
+	 * garbage from now on, and a backend whose memory costs something
+	 * while it holds data (a file's blocks, a remote node's memory) may
+	 * give it back. The slots may be handed out again at once, and the
+	 * next dma() may write them: a backend that gives space back later
+	 * must do so before it runs any later transfer.
+	 * Context: any runtime thread, with runtime locks held: must not
+	 * block or do I/O (note the slots and act on the DMA queue thread).
+	 * hmm_device_release_nop is the stub for memory that costs nothing
+	 * to keep.
+	 */
+	void (*release)(struct hmm_device *dev, uint64_t first, uint64_t nslots);
 };
 
 /* Shared stubs for ops that do not apply to a backend. */
@@ -210,6 +232,7 @@ int hmm_device_mem_access_enosys(struct hmm_device *dev, uint64_t slot, size_t o
 int hmm_device_mem_atomic_add_enosys(struct hmm_device *dev, uint64_t slot, size_t offset,
 				     uint64_t value, uint64_t *ret_old);
 int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host);
+void hmm_device_release_nop(struct hmm_device *dev, uint64_t first, uint64_t nslots);
 /* For coherent memory that is already where the CPU maps it. */
 int hmm_device_place_in_place(struct hmm_device *dev, void *addr, size_t npages,
 			      bool on_device);

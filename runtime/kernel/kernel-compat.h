@@ -112,6 +112,11 @@ struct procmap_query {
 #define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
 #endif
 
+/* preadv2/pwritev2 and io_uring rw_flags, 6.14: buffered I/O that leaves no cache behind */
+#ifndef RWF_DONTCACHE
+#define RWF_DONTCACHE 0x00000080
+#endif
+
 /* /proc/self/pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst) */
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAP (1ull << 62)

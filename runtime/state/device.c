@@ -299,8 +299,13 @@ void dev_fork_child(void)
 
 void dev_free_slots(struct hmm_device_core *c, uint64_t first, size_t n, bool stale)
 {
+	const struct hmm_device_ops *ops = c->dev->ops;
+
 	/* Only memory pages are moved into needs emptying before reuse. */
 	devmem_free(&c->mem, first, n, stale && dev_movable(c));
+	if (ops->size >= offsetof(struct hmm_device_ops, release) + sizeof(ops->release) &&
+	    ops->release)
+		ops->release(c->dev, first, n);
 }
 
 void dev_invalidate_all(uintptr_t start, uintptr_t end, struct hmm_device_core *except, bool wait)
@@ -331,6 +336,11 @@ int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npag
 {
 	(void)dev, (void)slot, (void)npages, (void)host;
 	return -EWOULDBLOCK;
+}
+
+void hmm_device_release_nop(struct hmm_device *dev, uint64_t first, uint64_t nslots)
+{
+	(void)dev, (void)first, (void)nslots;
 }
 
 int hmm_device_dma_enosys(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigned n)
