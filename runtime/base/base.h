@@ -134,6 +134,7 @@ void log_write(unsigned level, const char *fmt, ...) __attribute__((format(print
 
 struct log_ratelimit {
 	_Atomic uint64_t next_ns;
+	uint64_t interval_ns;       /* 0: a second */
 };
 bool log_ratelimit_ok(struct log_ratelimit *rl);
 
