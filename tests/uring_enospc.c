@@ -8,6 +8,11 @@
  * logs one line (not one per page or per call), no byte is lost, and once
  * there is room again the next migration goes through.
  *
+ * evict_backoff (run under UHMM_HOST_LIMIT by its own meson test):
+ * eviction to the full tier backs off instead of failing a batch on every
+ * round of the pager, the program goes on past the limit, and every page
+ * reads back.
+ *
  * Needs root (mount) and mkfs.ext4: skips with the reason otherwise.
  */
 #include <fcntl.h>
@@ -191,4 +196,51 @@ static int migrate_full(void)
 	return finish(&fs, &log, migrate_full_on(&fs, &log));
 }
 
-T_MAIN(TEST_CASE(migrate_full, T_NO_DEVICES | T_ONE_VARIANT))
+static int evict_backoff_on(struct small_fs *fs, struct t_log *log)
+{
+	const size_t n = 12288, len = n * PAGE, ints = len / sizeof(int); /* 48 MiB */
+	struct hmm_stats s1 = { .size = sizeof(s1) }, s2 = { .size = sizeof(s2) };
+	struct hmm_device *dev;
+	uint64_t failed;
+	int *p;
+
+	CHECK_OK(open_tier(fs, &dev));
+	p = hmm_alloc(len);
+	CHECK(p);
+	CHECK_OK(t_log_start(log));
+	/* Over the limit, the pager evicts to the tier until the file system is full. */
+	t_fill(p, ints, 21);
+	usleep(300000);
+	CHECK_OK(hmm_stats_get(&s1));
+	/* Nothing changes now; without the back-off, a batch would fail every 5 ms. */
+	sleep(2);
+	CHECK_OK(hmm_stats_get(&s2));
+	failed = s2.migrations_failed - s1.migrations_failed;
+	/* Reading it all back makes room, and the pager fills it again: no new line. */
+	CHECK_EQ(t_count_bad(p, ints, 21), 0);
+	CHECK_EQ(t_log_stop(log, "no space left", NULL), 1);
+	t_note("%llu pages evicted, %llu failed for want of space, %llu more in 2 s idle",
+	       (unsigned long long)s1.evictions, (unsigned long long)s1.migrations_failed,
+	       (unsigned long long)failed);
+	CHECK(s1.evictions > 0);
+	CHECK(s1.migrations_failed > 0);
+	CHECK(failed <= 4 * 512);
+	hmm_free(p);
+	CHECK_OK(hmm_device_close(dev));
+	return T_PASS;
+}
+
+static int evict_backoff(void)
+{
+	struct t_log log = { -1, -1 };
+	struct small_fs fs;
+
+	if (!getenv("UHMM_HOST_LIMIT"))
+		SKIP("needs UHMM_HOST_LIMIT (the uring_enospc-hostlimit test sets it)");
+	if (!fs_make(&fs))
+		return T_SKIP;
+	return finish(&fs, &log, evict_backoff_on(&fs, &log));
+}
+
+T_MAIN(TEST_CASE(migrate_full, T_NO_DEVICES | T_ONE_VARIANT),
+       TEST_CASE(evict_backoff, T_NO_DEVICES | T_ONE_VARIANT))
