@@ -181,12 +181,24 @@ static void uring_close(struct hmm_device *dev)
 	free(u);
 }
 
+/*
+ * UHMM_FAULT=uring_short_io: ask for half of a transfer, in whole pages as
+ * O_DIRECT wants (a single page whole), so that tests see the short
+ * transfers a file system may give carried on.
+ */
+static size_t short_io(size_t len)
+{
+	if (len < 2 * HMM_PAGE_SIZE || !hmm_fault_should_fail("uring_short_io"))
+		return len;
+	return len / 2 / HMM_PAGE_SIZE * HMM_PAGE_SIZE;
+}
+
 static void prep(struct uring_device *u, struct run_io *io)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 	char *buf = (char *)io->d->host + io->done;
 	off_t at = (off_t)(io->d->slot * HMM_PAGE_SIZE + io->done);
-	unsigned len = (unsigned)(io->len - io->done);
+	unsigned len = (unsigned)short_io(io->len - io->done);
 
 	if (io->d->dir == HMM_DMA_TO_DEVICE)
 		io_uring_prep_write(sqe, 0, buf, len, at);
@@ -300,8 +312,9 @@ static int uring_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigne
 static int transfer(int fd, void *buf, size_t len, off_t at, bool write)
 {
 	for (size_t done = 0; done < len;) {
-		ssize_t n = write ? pwrite(fd, (char *)buf + done, len - done, at + (off_t)done)
-				  : pread(fd, (char *)buf + done, len - done, at + (off_t)done);
+		size_t want = short_io(len - done);
+		ssize_t n = write ? pwrite(fd, (char *)buf + done, want, at + (off_t)done)
+				  : pread(fd, (char *)buf + done, want, at + (off_t)done);
 
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -176,6 +176,7 @@ enum inject_point {
 	INJ_DEVMEM_ALLOC_HUGE,
 	INJ_DMA_TO_DEVICE,
 	INJ_DMA_TO_HOST,
+	INJ_URING_SHORT_IO,         /* the uring backend's: a transfer cut to half */
 	INJ_NR,
 };
 
