@@ -367,8 +367,9 @@ int hmm_kernel_info(struct hmm_kernel_info *ret_info);
  *
  * @spec: "point[:N][,point[:N]...]" where N is how many times to fail
  * (default 1) or "always"; "off" clears everything. Points: devmem_alloc,
- * devmem_alloc_huge, dma_to_device, dma_to_host. Returns -EINVAL for an
- * unknown point.
+ * devmem_alloc_huge, dma_to_device, dma_to_host, uring_short_io (the
+ * storage tier asks for half of a transfer). Returns -EINVAL for an unknown
+ * point.
  */
 int hmm_fault_inject(const char *spec);
 

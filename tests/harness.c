@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -344,4 +345,47 @@ uint64_t t_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int t_log_start(struct t_log *log)
+{
+	int fd = memfd_create("t_log", MFD_CLOEXEC), saved = dup(STDERR_FILENO);
+
+	fflush(stderr);
+	if (fd < 0 || saved < 0 || dup2(fd, STDERR_FILENO) < 0) {
+		int err = -errno;
+
+		if (fd >= 0)
+			close(fd);
+		if (saved >= 0)
+			close(saved);
+		return err;
+	}
+	log->fd = fd;
+	log->saved = saved;
+	return 0;
+}
+
+size_t t_log_stop(struct t_log *log, const char *needle, size_t *ret_lines)
+{
+	static char text[1 << 16];
+	size_t matches = 0, lines = 0;
+	ssize_t len;
+
+	fflush(stderr);
+	dup2(log->saved, STDERR_FILENO);
+	close(log->saved);
+	len = pread(log->fd, text, sizeof(text) - 1, 0);
+	close(log->fd);
+	log->fd = log->saved = -1;
+	text[len > 0 ? len : 0] = 0;
+	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		t_note("log: %s", line);
+		lines++;
+		matches += strstr(line, needle) != NULL;
+	}
+	if (ret_lines)
+		*ret_lines = lines;
+	return matches;
 }

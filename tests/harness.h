@@ -140,4 +140,16 @@ size_t t_pages_at(const void *addr, size_t npages, int loc); /* pages resident a
 int t_dev_index(struct hmm_device *dev);
 uint64_t t_now_ns(void);
 
+/*
+ * The runtime's log (standard error) into a memory file for a while. Stop
+ * puts standard error back, shows what was logged as notes, and returns
+ * how many lines contain needle (*ret_lines: how many there were). Not
+ * started, or stopped: fd is -1.
+ */
+struct t_log {
+	int saved, fd;
+};
+int t_log_start(struct t_log *log);
+size_t t_log_stop(struct t_log *log, const char *needle, size_t *ret_lines);
+
 #endif

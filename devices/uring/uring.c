@@ -309,12 +309,24 @@ static void uring_close(struct hmm_device *dev)
 	free_uring(u);
 }
 
+/*
+ * UHMM_FAULT=uring_short_io: ask for half of a transfer, in whole pages as
+ * O_DIRECT wants (a single page whole), so that tests see the short
+ * transfers a file system may give carried on.
+ */
+static size_t short_io(size_t len)
+{
+	if (len < 2 * HMM_PAGE_SIZE || !hmm_fault_should_fail("uring_short_io"))
+		return len;
+	return len / 2 / HMM_PAGE_SIZE * HMM_PAGE_SIZE;
+}
+
 static void prep(struct uring_device *u, struct run_io *io)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 	char *buf = (char *)io->d->host + io->done;
 	off_t at = (off_t)(io->d->slot * HMM_PAGE_SIZE + io->done);
-	unsigned len = (unsigned)(io->len - io->done);
+	unsigned len = (unsigned)short_io(io->len - io->done);
 
 	if (io->d->dir == HMM_DMA_TO_DEVICE)
 		io_uring_prep_write(sqe, 0, buf, len, at);
@@ -569,7 +581,7 @@ static int uring_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigne
 static int transfer(struct uring_device *u, void *buf, size_t len, off_t at, bool write)
 {
 	for (size_t done = 0; done < len;) {
-		struct iovec iov = { (char *)buf + done, len - done };
+		struct iovec iov = { (char *)buf + done, short_io(len - done) };
 		ssize_t n = write ? pwritev2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags)
 				  : preadv2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags);
 

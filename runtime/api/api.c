@@ -195,6 +195,8 @@ int hmm_migrate(void *addr, size_t len, struct hmm_device *dst, unsigned flags,
 		*ret_pages = res.placed;
 	if (res.enomem)
 		return -ENOMEM;
+	if (res.enospc)
+		return -ENOSPC;
 	if (res.eio)
 		return -EIO;
 	if (res.enoent)

@@ -134,6 +134,7 @@ void log_write(unsigned level, const char *fmt, ...) __attribute__((format(print
 
 struct log_ratelimit {
 	_Atomic uint64_t next_ns;
+	uint64_t interval_ns;       /* 0: a second */
 };
 bool log_ratelimit_ok(struct log_ratelimit *rl);
 
@@ -175,6 +176,7 @@ enum inject_point {
 	INJ_DEVMEM_ALLOC_HUGE,
 	INJ_DMA_TO_DEVICE,
 	INJ_DMA_TO_HOST,
+	INJ_URING_SHORT_IO,         /* the uring backend's: a transfer cut to half */
 	INJ_NR,
 };
 

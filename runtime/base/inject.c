@@ -2,6 +2,8 @@
 /*
  * Fault injection (UHMM_FAULT, hmm_fault_inject): named allocation and copy
  * points fail on demand so that every error path can be run by a test.
+ * Backends ask by name (hmm_fault_should_fail); a point that only one
+ * backend has is named for it.
  */
 #include <errno.h>
 #include <string.h>
@@ -17,6 +19,7 @@ static const char *const names[INJ_NR] = {
 	[INJ_DEVMEM_ALLOC_HUGE] = "devmem_alloc_huge",
 	[INJ_DMA_TO_DEVICE] = "dma_to_device",
 	[INJ_DMA_TO_HOST] = "dma_to_host",
+	[INJ_URING_SHORT_IO] = "uring_short_io",
 };
 
 static _Atomic int remaining[INJ_NR];

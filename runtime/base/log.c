@@ -43,7 +43,7 @@ void log_write(unsigned level, const char *fmt, ...)
 		return;
 }
 
-/* One message per second from each call site. */
+/* One message per second (or interval_ns) from each call site. */
 bool log_ratelimit_ok(struct log_ratelimit *rl)
 {
 	uint64_t now = now_ns();
@@ -51,5 +51,6 @@ bool log_ratelimit_ok(struct log_ratelimit *rl)
 
 	if (now < next)
 		return false;
-	return atomic_compare_exchange_strong(&rl->next_ns, &next, now + 1000000000ull);
+	return atomic_compare_exchange_strong(&rl->next_ns, &next,
+					      now + (rl->interval_ns ?: 1000000000ull));
 }

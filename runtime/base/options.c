@@ -69,7 +69,7 @@ static const struct opt_desc descs[] = {
 	  "device memory of a device whose spec has no mem=" },
 	{ "UHMM_FAULT", OPT_STRING, FIELD(fault), 0, 0, NULL, "",
 	  "fault injection: point[:N|:always],... with points devmem_alloc, devmem_alloc_huge, "
-	  "dma_to_device, dma_to_host" },
+	  "dma_to_device, dma_to_host, uring_short_io" },
 	{ "UHMM_FAULT_AROUND", OPT_UINT, FIELD(fault_around), 1, 1u << 16, NULL, "512",
 	  "most pages one CPU fault brings home when faults are sequential" },
 	{ "UHMM_DMA_BATCH", OPT_UINT, FIELD(dma_batch), 1, 1u << 16, NULL, "512",

@@ -49,6 +49,7 @@ struct mig_result {
 	size_t placed;      /* pages on the target afterwards */
 	bool enoent;        /* some page cannot be placed */
 	bool enomem;        /* device memory ran out */
+	bool enospc;        /* the device's backing store is full (a storage tier) */
 	bool eio;           /* a copy failed */
 };
 

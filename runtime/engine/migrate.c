@@ -254,14 +254,36 @@ static bool copy_start(struct batch *bt, struct dma_job *job, struct mig_state *
 	return true;
 }
 
+/*
+ * The device's store is full (ENOSPC: a storage tier's file system): as
+ * when its slots run out, the pages stay on the host. Said when it fills
+ * up, not per page or per call, and at most once a minute: under a host
+ * limit a store that is nearly full fills up again whenever pages leave it.
+ */
+static void note_full(struct hmm_device_core *c, bool full)
+{
+	static struct log_ratelimit rl = { .interval_ns = 60 * 1000000000ull };
+
+	if (!full) {
+		if (atomic_load_explicit(&c->full, memory_order_relaxed))
+			atomic_store(&c->full, false);
+		return;
+	}
+	if (!atomic_exchange(&c->full, true) && log_ratelimit_ok(&rl))
+		log_warn("%s: no space left on its backing store; pages stay on the host",
+			 c->dev->name);
+}
+
 static void copy_finish(struct batch *bt, struct dma_job *job, bool writable,
 			struct mig_state *st, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
-	bool any_zap = false;
+	bool any_zap = false, nospace = false;
 
 	dmaq_wait(&c->q, job);
 	batch_scatter_status(bt);
+	for (size_t i = 0; i < bt->n && !nospace; i++)
+		nospace = bt->p[i].status == -ENOSPC;
 
 	/* Commit step one: pages the CPU wrote, or whose copy failed, stay. */
 	reg_lock();
@@ -276,7 +298,11 @@ static void copy_finish(struct batch *bt, struct dma_job *job, bool writable,
 			continue;
 		}
 		if (p->status) {
-			res->eio = true;
+			/* Pages after the one that hit ENOSPC were not tried: full too. */
+			if (p->status == -ENOSPC || (nospace && p->status == BP_PENDING))
+				res->enospc = true;
+			else
+				res->eio = true;
 			STAT_ADD(migrations_failed, 1);
 			addr_set_add(&st->failed, p->addr);
 			p->status = -EIO; /* still claimed: its protection comes off below */
@@ -286,6 +312,8 @@ static void copy_finish(struct batch *bt, struct dma_job *job, bool writable,
 		any_zap = true;
 	}
 	reg_unlock();
+	if (nospace || any_zap)
+		note_full(c, nospace);
 	unprotect_failed(bt, false);
 	if (!any_zap)
 		return;
@@ -489,8 +517,8 @@ static int pipeline_to_device(struct hmm_device_core *dst, const struct piece *p
 			err = 0;
 			continue;
 		}
-		if (res->enomem)
-			break;
+		if (res->enomem || res->enospc)
+			break; /* the rest would not fit either */
 		a = b;
 	}
 	cur ^= 1;
@@ -542,7 +570,7 @@ static int for_each_batch(struct hmm_device_core *dst, const struct piece *pc,
 			err = 0;
 			continue;
 		}
-		if (res->enomem)
+		if (res->enomem || res->enospc)
 			break;
 		a = b;
 	}

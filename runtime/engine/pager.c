@@ -19,7 +19,10 @@
  * When nothing can be evicted (the device is full, every block is pinned) or
  * a throttled fault waits too long (the agent may be held behind a fork the
  * sleeper's own thread holds up), the throttle is off for a while, with one
- * log line: the limit is exceeded rather than the program stopped.
+ * log line: the limit is exceeded rather than the program stopped. A device
+ * whose store is full (ENOSPC) is left alone for a while, a second, twice as
+ * long each time it is still full, or until a block's worth of its pages
+ * has left it: every try would write a batch only to have it fail.
  *
  * Coldness is a CLOCK over blocks: the fault thread sets a block's reference
  * bit whenever it serves a fault there; the hand clears bits and evicts
@@ -43,6 +46,8 @@
 #define MAX_PIN_SHIFT 4
 #define RESCAN_NS 1000000000ull     /* measure at least this often */
 #define STUCK_NS 1000000000ull      /* no throttling for this long after a failed reclaim */
+#define FULL_NS 1000000000ull       /* no eviction to a full store for this long at first */
+#define MAX_FULL_SHIFT 4
 
 struct block {
 	uintptr_t addr;             /* 0: free slot */
@@ -86,6 +91,10 @@ static struct {
 	uint64_t measured_ns;
 	uint64_t arrivals_at_measure;
 	bool warned_full;
+	struct hmm_device_core *full;   /* said ENOSPC: left alone until full_until_ns */
+	uint64_t full_until_ns;
+	uint64_t full_resident;         /* its pages then */
+	unsigned full_backoffs;         /* in a row */
 
 	struct span *runs;          /* resident runs of the last measurement */
 	size_t nruns, runs_cap;
@@ -349,7 +358,8 @@ static struct hmm_device_core *first_device(void)
 }
 
 /* Move one block's resident runs to c; returns the pages moved. */
-static size_t evict(struct hmm_device_core *c, const struct resident *res, bool *full)
+static size_t evict(struct hmm_device_core *c, const struct resident *res, bool *full,
+		    bool *nospace)
 {
 	size_t moved = 0;
 
@@ -360,26 +370,55 @@ static size_t evict(struct hmm_device_core *c, const struct resident *res, bool 
 		if (mig_range(run->start, run->end, c, &mr))
 			continue; /* unmapped or changed since we looked: nothing to do */
 		moved += mr.placed;
-		if (mr.enomem) {
-			*full = true;
+		if (mr.enomem || mr.enospc) {
+			*full = mr.enomem;
+			*nospace = mr.enospc;
 			break;
 		}
 	}
 	return moved;
 }
 
+/* c's store is full: leave it alone for a while (migrate.c has said so). */
+static void back_off(struct hmm_device_core *c, uint64_t now)
+{
+	uint64_t ns = FULL_NS << MIN(pager.full_backoffs, MAX_FULL_SHIFT);
+
+	pager.full = c;
+	pager.full_until_ns = now + ns;
+	pager.full_resident = atomic_load(&c->resident);
+	pager.full_backoffs++;
+	log_debug("host limit: %s is full; no eviction to it for %llu ms", c->dev->name,
+		  (unsigned long long)(ns / 1000000));
+}
+
+/*
+ * Is c left alone? Until the time is up, its pages made room by leaving, or
+ * a copy to it worked (c->full, migrate.c).
+ */
+static bool backing_off(struct hmm_device_core *c, uint64_t now)
+{
+	if (!c || pager.full != c)
+		return false;
+	if (now < pager.full_until_ns && atomic_load(&c->full) &&
+	    atomic_load(&c->resident) + BLOCK_SIZE / PAGE_SIZE > pager.full_resident)
+		return true;
+	pager.full = NULL;
+	return false;
+}
+
 /* The CLOCK sweep: evict unreferenced, unpinned blocks until need pages left. */
 static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
 {
 	size_t start = 0, moved = 0;
-	bool full = false;
+	bool full = false, nospace = false;
 
 	if (!pager.nres)
 		return 0;
 	while (start < pager.nres && pager.res[start].block < pager.hand)
 		start++;
 	/* Two turns: the first may only clear reference bits. */
-	for (size_t k = 0; k < 2 * pager.nres && moved < need && !full; k++) {
+	for (size_t k = 0; k < 2 * pager.nres && moved < need && !full && !nospace; k++) {
 		const struct resident *res = &pager.res[(start + k) % pager.nres];
 		struct block *b = get(res->block, now);
 
@@ -390,9 +429,13 @@ static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
 			b->ref = 0;
 			continue;
 		}
-		moved += evict(c, res, &full);
+		moved += evict(c, res, &full, &nospace);
 		b->evicted_ns = now;
 	}
+	if (nospace)
+		back_off(c, now);
+	else if (moved)
+		pager.full_backoffs = 0;
 	if (full && !pager.warned_full) {
 		log_warn("host limit: %s is full; managed memory stays above the limit",
 			 c->dev->name);
@@ -425,6 +468,12 @@ void pager_tick(bool urgent)
 	estimate = pager.measured_pages + (arrivals() - pager.arrivals_at_measure);
 	if (!urgent && estimate <= limit && now - pager.measured_ns < RESCAN_NS)
 		return;
+	if (backing_off(first_device(), now)) {
+		/* Nothing to measure for: nothing will be evicted, and nobody may wait for it. */
+		if (estimate > limit + slack_pages())
+			pager_give_up("the device to evict to is full");
+		goto out;
+	}
 	if (measure(now)) {
 		pager_give_up("cannot measure host residency");
 		goto out;
@@ -455,4 +504,6 @@ void pager_fork_child(void)
 	atomic_store(&pager.wake, NULL);
 	pager.measured_pages = 0;
 	pager.measured_ns = 0;
+	pager.full = NULL;
+	pager.full_backoffs = 0;
 }

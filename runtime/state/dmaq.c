@@ -82,6 +82,7 @@ static void run_move(struct dmaq *q, struct dma_job *job)
 static void run_copy_in(struct dmaq *q, struct dma_job *job)
 {
 	struct hmm_device *dev = q->core->dev;
+	bool nospace = false;
 
 	for (unsigned i = 0; i < job->nruns; i++) {
 		struct dma_run *run = &job->runs[i];
@@ -90,7 +91,13 @@ static void run_copy_in(struct dmaq *q, struct dma_job *job)
 		run->d.dir = HMM_DMA_TO_DEVICE;
 		run->d.status = 0;
 		run->d.done = 0;
+		/* A full store would only fail every run after the first again. */
+		if (nospace) {
+			run->d.status = -ENOSPC;
+			continue;
+		}
 		dev->ops->dma(dev, &run->d, 1);
+		nospace = run->d.status == -ENOSPC;
 	}
 }
 

@@ -166,6 +166,7 @@ struct hmm_device_core {
 	struct mirror mirror;
 	struct dmaq q;
 	_Atomic uint64_t resident;      /* pages whose data is here */
+	_Atomic bool full;              /* its store said ENOSPC; said once, until a copy works */
 	/* fault-around state, fault thread only */
 	uintptr_t last_fault_end;
 	unsigned window;
