@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "../harness.h"
+#include "harness.h"
 
 #define DATA (32ul << 20)
 
