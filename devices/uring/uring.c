@@ -22,7 +22,9 @@
  * runtime releases are punched too (before the next transfer, on the DMA
  * queue thread), so the file holds only what the process has here.
  *
- * A CPU fault reads its pages on the fault thread (fetch).
+ * A CPU fault reads its pages on the fault thread (fetch). Writes go out
+ * from registered staging memory (see STAGING for why not from the
+ * program's pages); reads land in the runtime's bounce buffers directly.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,10 +57,22 @@
 #define RELEASED_SLACK 4096
 
 /* One run's progress through the ring. */
+/*
+ * Writes go out from the device's own staging memory (registered with the
+ * ring), never from the program's pages: an O_DIRECT write holds the file's
+ * inode lock while it reads its buffer, and a page of the program that
+ * vanished meanwhile (discarded) would fault there, waiting for the fault
+ * thread, which may itself wait for that lock to read another page home.
+ * The copy into staging faults on the DMA thread instead, where a vanished
+ * page reads as zero. STAGING bytes per request in flight.
+ */
+#define STAGING (256u << 10)
+
 struct run_io {
 	struct hmm_dma_desc *d;
 	size_t done;                /* bytes */
 	size_t len;
+	char *staging;              /* writes: this request's STAGING bytes */
 };
 
 struct uring_device {
@@ -80,6 +94,8 @@ struct uring_device {
 	struct run_io *ios;         /* qd of them: a batch's runs in flight */
 	pthread_mutex_t rmw_lock;   /* in-place accesses: read, modify, write a page */
 	char *page;                 /* their page-aligned bounce */
+	char *staging;              /* qd * STAGING, registered as fixed buffer 0 */
+	bool staging_fixed;
 };
 
 static const struct hmm_device_param uring_params[] = {
@@ -228,6 +244,7 @@ static void free_uring(struct uring_device *u)
 	if (u->fd >= 0)
 		close(u->fd);
 	free(u->ios);
+	free(u->staging);
 	free(u->page);
 	free(u->released);
 	free(u);
@@ -257,8 +274,10 @@ static int uring_open(const struct hmm_device_config *cfg, struct hmm_device **r
 		return err;
 	}
 	u->ios = calloc(qd, sizeof(*u->ios));
+	if (posix_memalign((void **)&u->staging, HMM_PAGE_SIZE, (size_t)qd * STAGING))
+		u->staging = NULL;
 	u->released = calloc((nslots + 63) / 64, sizeof(uint64_t));
-	if (!u->ios || !u->released ||
+	if (!u->ios || !u->released || !u->staging ||
 	    posix_memalign((void **)&u->page, HMM_PAGE_SIZE, HMM_PAGE_SIZE)) {
 		free_uring(u);
 		return -ENOMEM;
@@ -277,6 +296,9 @@ static int uring_open(const struct hmm_device_config *cfg, struct hmm_device **r
 		free_uring(u);
 		return err;
 	}
+	/* Pinned once, not per write; plain writes where the kernel refuses. */
+	u->staging_fixed = !io_uring_register_buffers(
+		&u->ring, &(struct iovec){ u->staging, (size_t)qd * STAGING }, 1);
 	if (!u->direct)
 		choose_buffered_mode(u);
 	/* Releasing a block device's blocks buys nothing: it is all ours anyway. */
@@ -303,6 +325,8 @@ static void uring_close(struct hmm_device *dev)
 	 * a block device's exclusive claim ends with hmm_device_close.
 	 */
 	io_uring_unregister_files(&u->ring);
+	if (u->staging_fixed)
+		io_uring_unregister_buffers(&u->ring);
 	io_uring_queue_exit(&u->ring);
 	pthread_mutex_destroy(&u->rmw_lock);
 	pthread_mutex_destroy(&u->release_lock);
@@ -328,10 +352,16 @@ static void prep(struct uring_device *u, struct run_io *io)
 	off_t at = (off_t)(io->d->slot * HMM_PAGE_SIZE + io->done);
 	unsigned len = (unsigned)short_io(io->len - io->done);
 
-	if (io->d->dir == HMM_DMA_TO_DEVICE)
-		io_uring_prep_write(sqe, 0, buf, len, at);
-	else
+	if (io->d->dir == HMM_DMA_TO_DEVICE) {
+		len = len < STAGING ? len : STAGING;
+		memcpy(io->staging, buf, len);
+		if (u->staging_fixed)
+			io_uring_prep_write_fixed(sqe, 0, io->staging, len, at, 0);
+		else
+			io_uring_prep_write(sqe, 0, io->staging, len, at);
+	} else {
 		io_uring_prep_read(sqe, 0, buf, len, at);
+	}
 	sqe->rw_flags = u->rw_flags;
 	sqe->flags |= IOSQE_FIXED_FILE;
 	io_uring_sqe_set_data(sqe, io);
@@ -539,7 +569,9 @@ static void run_descs(struct uring_device *u, struct hmm_dma_desc *descs, unsign
 			} else if (to_dev && !d->host) {
 				d->status = punch(u, d);
 			} else {
-				ios[k++] = (struct run_io){ d, 0, (size_t)d->npages * HMM_PAGE_SIZE };
+				ios[k] = (struct run_io){ d, 0, (size_t)d->npages * HMM_PAGE_SIZE,
+							  u->staging + (size_t)k * STAGING };
+				k++;
 				continue;
 			}
 			d->done = d->status ? 0 : d->npages;
