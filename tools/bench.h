@@ -3,8 +3,22 @@
 #ifndef UHMM_TOOLS_BENCH_H
 #define UHMM_TOOLS_BENCH_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
 double now(void);
 void report(const char *name, double value, const char *unit, double baseline, const char *what);
+/* Median of v[0..n) (sorts v). */
+double median(double *v, unsigned n);
+/* Private anonymous memory; exits on failure. */
+void *map(size_t len);
+/* A pause before a timed fault: the threads that made its page missing asleep again. */
+void settle(void);
+/* One raw userfaultfd MISSING + UFFDIO_COPY round trip on raw page i (< --samples), ns. */
+double raw_fault_once(unsigned i);
+/* A sequential CPU read of len bytes at p, GB/s. */
+double stream_gbps(const char *p, size_t len);
 /* Runs argv (with one more environment variable, or none) and reads the number it prints; 0 on failure. */
 double bench_figure(char *const argv[], const char *extra_env);
 
@@ -16,5 +30,35 @@ void bench_preload(const char *dir, bool quick);
 
 /* OpenCL: uhmm-bench-opencl's saxpy and launches, natively and under uhmm-run. */
 void bench_opencl(const char *dir, bool quick);
+
+/*
+ * The storage tier, built with the uring device (liburing) only.
+ *
+ * bench_swap: kernel swap against the tier, uhmm-bench-spill (from dir) in
+ * a memory cgroup with a swapfile, and under uhmm-run --device uring
+ * --host-limit. Needs root; left out with the reason otherwise.
+ *
+ * bench_uring: the uring device against raw io_uring O_DIRECT I/O on the
+ * same file system. raw_fault_once() must be ready (raw_setup).
+ */
+#if UHMM_BENCH_HAVE_URING
+void bench_swap(const char *dir, bool quick);
+void bench_uring(size_t size, unsigned samples, bool quick);
+#else
+static inline void bench_swap(const char *dir, bool quick)
+{
+	(void)dir;
+	(void)quick;
+	fprintf(stderr, "uhmm-bench: built without the uring device: spill_vs_swap left out\n");
+}
+
+static inline void bench_uring(size_t size, unsigned samples, bool quick)
+{
+	(void)size;
+	(void)samples;
+	(void)quick;
+	fprintf(stderr, "uhmm-bench: built without the uring device: uring_* left out\n");
+}
+#endif
 
 #endif

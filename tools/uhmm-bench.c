@@ -65,13 +65,13 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double median(double *v, unsigned n)
+double median(double *v, unsigned n)
 {
 	qsort(v, n, sizeof(*v), cmp_double);
 	return v[n / 2];
 }
 
-static void *map(size_t len)
+void *map(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
@@ -156,13 +156,13 @@ static void raw_setup(void)
  * that did it go back to sleep, as they would have long since for a page
  * evicted a while ago), and time the touch.
  */
-static void settle(void)
+void settle(void)
 {
 	nanosleep(&(struct timespec){ .tv_nsec = 200000 }, NULL);
 }
 
 /* One raw round trip: make a page missing, touch it, time that. */
-static double raw_fault_once(unsigned i)
+double raw_fault_once(unsigned i)
 {
 	char *page = raw_region + (size_t)i * PAGE;
 	double t0;
@@ -385,19 +385,19 @@ static double migrate_gbps(struct hmm_device *dev, char *p, bool to_device)
 	return (double)size / (now() - t0) / 1e9;
 }
 
-static double stream_gbps(char *p)
+double stream_gbps(const char *p, size_t len)
 {
 	const uint64_t *w = (const uint64_t *)p;
 	uint64_t sum = 0;
 	double t0 = now();
 
-	for (size_t i = 0; i < size / sizeof(*w); i++)
+	for (size_t i = 0; i < len / sizeof(*w); i++)
 		sum += w[i];
 	double t = now() - t0;
 
 	if (sum == 42)
 		printf(" ");
-	return (double)size / t / 1e9;
+	return (double)len / t / 1e9;
 }
 
 static double device_read_gbps(struct hmm_device *dev, char *p, char *buf)
@@ -416,10 +416,11 @@ static double device_read_gbps(struct hmm_device *dev, char *p, char *buf)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: uhmm-bench [--kv] [--size SIZE] [--samples N]\n"
+		"usage: uhmm-bench [--kv] [--size SIZE] [--samples N] [--quick] [--no-preload]\n"
+		"                  [--tier-only]\n"
 		"\n"
-		"Measures the runtime on the sim device, each figure next to a baseline\n"
-		"taken in the same run:\n"
+		"Measures the runtime on the sim device, then on the uring storage tier, each\n"
+		"figure next to a baseline taken in the same run:\n"
 		"  fault_back_latency      CPU fault bringing one isolated page home (ns),\n"
 		"                          vs. a raw userfaultfd MISSING + UFFDIO_COPY round trip\n"
 		"  migrate_to_device_bw    hmm_migrate of SIZE to the device, vs. memcpy of SIZE\n"
@@ -435,6 +436,24 @@ static void usage(FILE *f)
 		"                          sim:copy (faults/s), vs. raw userfaultfd, same threads\n"
 		"  metadata_per_page       runtime metadata per managed page (bytes), vs. the\n"
 		"                          kernel's struct page (64 bytes)\n"
+		"Storage tier (the uring device; its file in $TMPDIR or /var/tmp), against raw\n"
+		"io_uring O_DIRECT I/O on a file of the same size in the same place:\n"
+		"  uring_fault_latency     CPU fault on an isolated tier page, pages taken at\n"
+		"                          random (ns), vs. a 4 KiB read at qd 1 + a raw uffd\n"
+		"                          round trip\n"
+		"  uring_fault_rate        one thread per CPU faulting random tier pages\n"
+		"                          (faults/s), vs. random 4 KiB reads, qd 32 (the\n"
+		"                          device's)\n"
+		"  uring_evict_bw          hmm_migrate of SIZE to the tier, vs. 2 MiB writes,\n"
+		"                          qd 32\n"
+		"  uring_stream_bw         sequential CPU read of SIZE from the tier, vs. 2 MiB\n"
+		"                          reads, qd 32\n"
+		"  spill_vs_swap_seq       wall time of uhmm-bench-spill (256 MiB filled, then\n"
+		"                          scanned three times) under uhmm-run --device uring\n"
+		"                          --host-limit 64M, vs. kernel swap (a swapfile in the\n"
+		"                          same place, a cgroup v1 memory limit of 64 MiB); root\n"
+		"                          only\n"
+		"  spill_vs_swap_rand      the same, 16384 words updated in random pages\n"
 		"Transparent mode (python3 building dicts, a JSON round trip, a sort):\n"
 		"  preload_overhead        wall time under uhmm-run --device sim, vs. native\n"
 		"  preload_rss_overhead    peak RSS under uhmm-run, vs. native\n"
@@ -455,7 +474,8 @@ static void usage(FILE *f)
 		"  --size SIZE  working set (default 256M)\n"
 		"  --samples N  latency samples (default 2000)\n"
 		"  --quick      fewer runs of the transparent-mode programs\n"
-		"  --no-preload leave the transparent-mode figures out\n");
+		"  --no-preload leave the transparent-mode figures out, spill_vs_swap too\n"
+		"  --tier-only  only the storage-tier figures (uring_*, spill_vs_swap)\n");
 }
 
 static size_t parse_size(const char *s)
@@ -516,25 +536,27 @@ int main(int argc, char **argv)
 		{ "samples", required_argument, NULL, 'n' },
 		{ "quick", no_argument, NULL, 'q' },
 		{ "no-preload", no_argument, NULL, 'P' },
+		{ "tier-only", no_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct hmm_stats st = { .size = sizeof(st) };
 	struct hmm_device *dev, *copy_dev, *fresh;
 	double mc, raw, ours;
-	bool quick = false, preload = true;
+	bool quick = false, preload = true, tier_only = false;
 	char dir[4096];
 	ssize_t n;
 	char *p, *buf;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "ks:n:qPh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ks:n:qPTh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k': kv = true; break;
 		case 's': size = parse_size(optarg); break;
 		case 'n': samples = (unsigned)atoi(optarg); break;
 		case 'q': quick = true; break;
 		case 'P': preload = false; break;
+		case 'T': tier_only = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -548,12 +570,20 @@ int main(int argc, char **argv)
 	if (preload && n > 0) {
 		dir[n] = 0;
 		*strrchr(dir, '/') = 0;
-		bench_preload(dir, quick);
-		bench_opencl(dir, quick);
+		if (!tier_only) {
+			bench_preload(dir, quick);
+			bench_opencl(dir, quick);
+		}
+		bench_swap(dir, quick);
 	}
 	if ((c = hmm_init())) {
 		fprintf(stderr, "uhmm-bench: hmm_init: %s\n", strerror(-c));
 		return 1;
+	}
+	if (tier_only) {
+		raw_setup();
+		bench_uring(size, samples, quick);
+		return 0;
 	}
 	dev = open_dev("sim");
 	copy_dev = open_dev("sim:copy");
@@ -589,11 +619,11 @@ int main(int argc, char **argv)
 	migrate_gbps(copy_dev, p, true);
 	migrate_gbps(copy_dev, p, false);
 	report("migrate_to_device_bw", migrate_gbps(dev, p, true), "GB/s", mc, "memcpy");
-	report("fault_stream_bw", stream_gbps(p), "GB/s", mc, "memcpy");
+	report("fault_stream_bw", stream_gbps(p, size), "GB/s", mc, "memcpy");
 	migrate_gbps(dev, p, true);
 	report("migrate_to_host_bw", migrate_gbps(dev, p, false), "GB/s", mc, "memcpy");
 	report("migrate_to_device_bw_copy", migrate_gbps(copy_dev, p, true), "GB/s", mc, "memcpy");
-	report("fault_stream_bw_copy", stream_gbps(p), "GB/s", mc, "memcpy");
+	report("fault_stream_bw_copy", stream_gbps(p, size), "GB/s", mc, "memcpy");
 	migrate_gbps(copy_dev, p, true);
 	report("migrate_to_host_bw_copy", migrate_gbps(copy_dev, p, false), "GB/s", mc, "memcpy");
 	copy_floors(&ours, &raw);
@@ -611,5 +641,7 @@ int main(int argc, char **argv)
 	hmm_device_close(fresh);
 	hmm_device_close(copy_dev);
 	hmm_device_close(dev);
+
+	bench_uring(size, samples, quick);
 	return 0;
 }
