@@ -476,7 +476,7 @@ static void usage(FILE *f)
 		"  --kv         one line per metric: name= value= unit= baseline= ratio=\n"
 		"  --size SIZE  working set (default 256M)\n"
 		"  --samples N  latency samples (default 2000)\n"
-		"  --quick      fewer runs of the transparent-mode programs\n"
+		"  --quick      fewer runs of the transparent-mode programs and storage-tier rounds\n"
 		"  --no-preload leave the transparent-mode figures out, spill_vs_swap too\n"
 		"  --tier-only  only the storage-tier figures (uring_*, spill_vs_swap)\n");
 }
