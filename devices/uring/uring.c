@@ -19,8 +19,9 @@
  *
  * The file is sparse: a page never written reads as zeros, a page migrated
  * while never populated is a punched hole, not written zeros, and slots the
- * runtime releases are punched too (before the next transfer, on the DMA
- * queue thread), so the file holds only what the process has here.
+ * runtime releases are punched too (in bulk past RELEASED_SLACK, before the
+ * next transfer, on the DMA queue thread; all of them when the file system
+ * is full), so the file holds little more than what the process has here.
  *
  * A CPU fault reads its pages on the fault thread (fetch). Writes go out
  * from registered staging memory (see STAGING for why not from the
@@ -56,7 +57,6 @@
  */
 #define RELEASED_SLACK 4096
 
-/* One run's progress through the ring. */
 /*
  * Writes go out from the device's own staging memory (registered with the
  * ring), never from the program's pages: an O_DIRECT write holds the file's
@@ -68,6 +68,7 @@
  */
 #define STAGING (256u << 10)
 
+/* One run's progress through the ring. */
 struct run_io {
 	struct hmm_dma_desc *d;
 	size_t done;                /* bytes */
@@ -82,7 +83,7 @@ struct uring_device {
 	bool blockdev;
 	int rw_flags;               /* RWF_DONTCACHE: buffered, but not kept cached */
 	bool drop_cache;            /* buffered without it: write back and drop by hand */
-	bool can_punch;             /* released slots give their blocks back */
+	_Atomic bool can_punch;     /* released slots give their blocks back */
 	/* Slots the runtime released, punched before the next transfer. */
 	pthread_mutex_t release_lock;
 	uint64_t *released;         /* a bit per slot */
