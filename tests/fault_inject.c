@@ -5,8 +5,6 @@
  * each, no data is lost and the API reports the partial result; a CPU fault
  * that cannot be served gets SIGBUS instead of hanging.
  */
-#include <setjmp.h>
-#include <signal.h>
 #include <stdlib.h>
 
 #include "harness.h"
@@ -133,31 +131,17 @@ static int cpu_fault_retry(void)
 	return T_PASS;
 }
 
-static sigjmp_buf jb;
-static volatile sig_atomic_t sigbus;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	sigbus++;
-	siglongjmp(jb, 1);
-}
-
 /* A CPU fault that cannot be served fails that access, and nothing is lost. */
 static int cpu_fault_sigbus(void)
 {
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	int *p = alloc_filled(8);
+	int *p = alloc_filled(8), v;
 	size_t pages;
 
 	CHECK(p);
 	CHECK_OK(hmm_migrate(p, N * PAGE, dev0, 0, &pages));
 	CHECK_OK(hmm_fault_inject("dma_to_host:always"));
-	sigaction(SIGBUS, &sa, &old);
-	if (!sigsetjmp(jb, 1))
-		(void)*(volatile int *)p;
-	sigaction(SIGBUS, &old, NULL);
-	CHECK_EQ(sigbus, 1);
+	t_load_or_sigbus(p, &v);
+	CHECK_EQ(t_sigbus, 1);
 	CHECK_OK(hmm_fault_inject("off"));
 	CHECK_OK(hmm_migrate(p, N * PAGE, NULL, 0, &pages));
 	CHECK_EQ(pages, N);

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MIT
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -388,4 +389,28 @@ size_t t_log_stop(struct t_log *log, const char *needle, size_t *ret_lines)
 	if (ret_lines)
 		*ret_lines = lines;
 	return matches;
+}
+
+volatile int t_sigbus;
+static sigjmp_buf sigbus_jb;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	t_sigbus++;
+	siglongjmp(sigbus_jb, 1);
+}
+
+bool t_load_or_sigbus(const volatile int *p, int *ret)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old;
+	bool ok = false;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (!sigsetjmp(sigbus_jb, 1)) {
+		*ret = *p;
+		ok = true;
+	}
+	sigaction(SIGBUS, &old, NULL);
+	return ok;
 }

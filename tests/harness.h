@@ -139,6 +139,12 @@ int t_loc(const void *addr);                                 /* hmm_residency of
 size_t t_pages_at(const void *addr, size_t npages, int loc); /* pages resident at loc */
 int t_dev_index(struct hmm_device *dev);
 uint64_t t_now_ns(void);
+/*
+ * *p read with a SIGBUS handler in place: false if that access got SIGBUS
+ * (a page the runtime could not bring home). t_sigbus counts them.
+ */
+bool t_load_or_sigbus(const volatile int *p, int *ret);
+extern volatile int t_sigbus;
 
 /*
  * The runtime's log (standard error) into a memory file for a while. Stop

@@ -7,8 +7,6 @@
  * goes on; a lasting one gives that access SIGBUS with one log line, its
  * page stays on the device, intact, and every other page reads back.
  */
-#include <setjmp.h>
-#include <signal.h>
 
 #include "harness.h"
 
@@ -17,29 +15,37 @@
 #define FETCH_MAX 16        /* the most pages a fault reads on the fault thread (fault.c) */
 #define STREAM 31           /* pages 0..30 read in order: windows 1, 2, 4, 8, 16 */
 
-static sigjmp_buf jb;
-static volatile sig_atomic_t sigbus;
-
-static void on_sigbus(int sig)
-{
-	(void)sig;
-	sigbus++;
-	siglongjmp(jb, 1);
-}
-
-/* Read an int of page i under a SIGBUS handler: false if the access got SIGBUS. */
+/* Read an int of page i: false if the access got SIGBUS. */
 static bool touch(const int *p, size_t i, int *ret)
 {
-	struct sigaction sa = { .sa_handler = on_sigbus }, old;
-	bool ok = false;
+	return t_load_or_sigbus(p + i * INTS_PER_PAGE, ret);
+}
 
-	sigaction(SIGBUS, &sa, &old);
-	if (!sigsetjmp(jb, 1)) {
-		*ret = *(volatile const int *)(p + i * INTS_PER_PAGE);
-		ok = true;
-	}
-	sigaction(SIGBUS, &old, NULL);
-	return ok;
+/*
+ * Page i read with fault injection spec on and the runtime's log captured:
+ * the value (*ret), the lines logged and those naming page i's address.
+ * -errno if injection or the capture could not be set up.
+ */
+struct injected_read {
+	bool ok;                    /* false: the access got SIGBUS */
+	int value;
+	size_t lines, naming;
+};
+
+static int read_injected(int *p, size_t i, const char *spec, struct injected_read *ret)
+{
+	char where[32];
+	struct t_log log;
+	int err = hmm_fault_inject(spec);
+
+	snprintf(where, sizeof(where), "0x%lx", (unsigned long)(p + i * INTS_PER_PAGE));
+	if (!err)
+		err = t_log_start(&log);
+	if (err)
+		return err;
+	ret->ok = touch(p, i, &ret->value);
+	ret->naming = t_log_stop(&log, where, &ret->lines);
+	return hmm_fault_inject("off");
 }
 
 static int *out_on_device(int base)
@@ -90,7 +96,7 @@ static int all_but_one_read_back(int *p, size_t bad, int base)
 	CHECK_EQ(t_loc(p + bad * INTS_PER_PAGE), t_dev_index(dev0));
 	CHECK_EQ(bad_in(p, 0, bad, base), 0);
 	CHECK_EQ(bad_in(p, bad + 1, N, base), 0);
-	CHECK_EQ(sigbus, 1);
+	CHECK_EQ(t_sigbus, 1);
 	CHECK_OK(hmm_migrate(p + bad * INTS_PER_PAGE, PAGE, NULL, 0, &pages));
 	CHECK_EQ(pages, 1);
 	CHECK_EQ(bad_in(p, bad, bad + 1, base), 0);
@@ -100,47 +106,33 @@ static int all_but_one_read_back(int *p, size_t bad, int base)
 /* On the fault thread: two failed reads of three. */
 static int fetch_transient(void)
 {
-	int *p = out_on_device(1), v = 0;
-	struct t_log log;
-	size_t lines;
-	bool ok;
+	int *p = out_on_device(1);
+	struct injected_read r;
 
 	CHECK(p);
-	CHECK_OK(hmm_fault_inject("dma_to_host:2"));
-	CHECK_OK(t_log_start(&log));
-	ok = touch(p, 5, &v);
-	t_log_stop(&log, "", &lines);
-	CHECK(ok);
-	CHECK_EQ(lines, 0);
-	CHECK_EQ(v, (int)(5 * INTS_PER_PAGE) + 1);
+	CHECK_OK(read_injected(p, 5, "dma_to_host:2", &r));
+	CHECK(r.ok);
+	CHECK_EQ(r.lines, 0);
+	CHECK_EQ(r.value, (int)(5 * INTS_PER_PAGE) + 1);
 	/* A window of one page: the fault thread read it. */
 	CHECK_EQ(t_pages_at(p, N, HMM_LOC_HOST), 1);
 	CHECK_EQ(t_loc(p + 5 * INTS_PER_PAGE), HMM_LOC_HOST);
-	CHECK_OK(hmm_fault_inject("off"));
 	CHECK_EQ(t_count_bad(p, N * INTS_PER_PAGE, 1), 0);
-	CHECK_EQ(sigbus, 0);
+	CHECK_EQ(t_sigbus, 0);
 	hmm_free(p);
 	return T_PASS;
 }
 
 static int fetch_persistent(void)
 {
-	int *p = out_on_device(2), v = 0;
-	struct t_log log;
-	char where[32];
-	size_t lines, logged;
-	bool ok;
+	int *p = out_on_device(2);
+	struct injected_read r;
 
 	CHECK(p);
-	snprintf(where, sizeof(where), "0x%lx", (unsigned long)(p + 7 * INTS_PER_PAGE));
-	CHECK_OK(hmm_fault_inject("dma_to_host:always"));
-	CHECK_OK(t_log_start(&log));
-	ok = touch(p, 7, &v);
-	logged = t_log_stop(&log, where, &lines);
-	CHECK_OK(hmm_fault_inject("off"));
-	CHECK(!ok);
-	CHECK_EQ(logged, 1);
-	CHECK_EQ(lines, 1);
+	CHECK_OK(read_injected(p, 7, "dma_to_host:always", &r));
+	CHECK(!r.ok);
+	CHECK_EQ(r.naming, 1);
+	CHECK_EQ(r.lines, 1);
 	if (all_but_one_read_back(p, 7, 2))
 		return T_FAIL;
 	hmm_free(p);
@@ -150,50 +142,36 @@ static int fetch_persistent(void)
 /* Through the DMA queue: two failed reads of three. */
 static int queue_transient(void)
 {
-	int *p = out_on_device(3), v = 0;
-	struct t_log log;
-	size_t lines;
-	bool ok;
+	int *p = out_on_device(3);
+	struct injected_read r;
 
 	CHECK(p);
 	if (stream_up_to_queue(p, 3))
 		return T_FAIL;
-	CHECK_OK(hmm_fault_inject("dma_to_host:2"));
-	CHECK_OK(t_log_start(&log));
-	ok = touch(p, STREAM, &v);
-	t_log_stop(&log, "", &lines);
-	CHECK(ok);
-	CHECK_EQ(lines, 0);
-	CHECK_EQ(v, (int)(STREAM * INTS_PER_PAGE) + 3);
+	CHECK_OK(read_injected(p, STREAM, "dma_to_host:2", &r));
+	CHECK(r.ok);
+	CHECK_EQ(r.lines, 0);
+	CHECK_EQ(r.value, (int)(STREAM * INTS_PER_PAGE) + 3);
 	/* One fault brought more than the fault thread reads itself: the queue did. */
 	CHECK(t_pages_at(p, N, HMM_LOC_HOST) - STREAM > FETCH_MAX);
-	CHECK_OK(hmm_fault_inject("off"));
 	CHECK_EQ(t_count_bad(p, N * INTS_PER_PAGE, 3), 0);
-	CHECK_EQ(sigbus, 0);
+	CHECK_EQ(t_sigbus, 0);
 	hmm_free(p);
 	return T_PASS;
 }
 
 static int queue_persistent(void)
 {
-	int *p = out_on_device(4), v = 0;
-	struct t_log log;
-	char where[32];
-	size_t lines, logged;
-	bool ok;
+	int *p = out_on_device(4);
+	struct injected_read r;
 
 	CHECK(p);
 	if (stream_up_to_queue(p, 4))
 		return T_FAIL;
-	snprintf(where, sizeof(where), "0x%lx", (unsigned long)(p + STREAM * INTS_PER_PAGE));
-	CHECK_OK(hmm_fault_inject("dma_to_host:always"));
-	CHECK_OK(t_log_start(&log));
-	ok = touch(p, STREAM, &v);
-	logged = t_log_stop(&log, where, &lines);
-	CHECK_OK(hmm_fault_inject("off"));
-	CHECK(!ok);
-	CHECK_EQ(logged, 1);
-	CHECK_EQ(lines, 1);
+	CHECK_OK(read_injected(p, STREAM, "dma_to_host:always", &r));
+	CHECK(!r.ok);
+	CHECK_EQ(r.naming, 1);
+	CHECK_EQ(r.lines, 1);
 	/* The rest of the window stayed on the device with it. */
 	CHECK_EQ(t_pages_at(p, N, HMM_LOC_HOST), STREAM);
 	if (all_but_one_read_back(p, STREAM, 4))

@@ -316,7 +316,6 @@ static void fault_latency(unsigned samples)
 }
 
 struct toucher {
-	pthread_t thread;
 	char *region;
 	const uint32_t *pages;
 	pthread_barrier_t *start;
@@ -337,21 +336,12 @@ static double touch_round(char *region, const uint32_t *order, unsigned nthreads
 {
 	struct toucher t[MAX_THREADS];
 	pthread_barrier_t start;
-	double t0;
 
-	pthread_barrier_init(&start, NULL, nthreads + 1);
-	for (unsigned i = 0; i < nthreads; i++) {
+	for (unsigned i = 0; i < nthreads; i++)
 		t[i] = (struct toucher){ .region = region, .pages = order + (size_t)i * RATE_PAGES,
 					 .start = &start };
-		pthread_create(&t[i].thread, NULL, touch_pages, &t[i]);
-	}
-	pthread_barrier_wait(&start);
-	t0 = now();
-	for (unsigned i = 0; i < nthreads; i++)
-		pthread_join(t[i].thread, NULL);
-	t0 = now() - t0;
-	pthread_barrier_destroy(&start);
-	return (double)nthreads * RATE_PAGES / t0;
+	return (double)nthreads * RATE_PAGES /
+	       run_released(nthreads, touch_pages, t, sizeof(t[0]), &start);
 }
 
 /*

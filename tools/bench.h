@@ -3,6 +3,7 @@
 #ifndef UHMM_TOOLS_BENCH_H
 #define UHMM_TOOLS_BENCH_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +18,13 @@ void *map(size_t len);
 void settle(void);
 /* One raw userfaultfd MISSING + UFFDIO_COPY round trip on raw page i (< --samples), ns. */
 double raw_fault_once(unsigned i);
+/*
+ * Starts n threads, fn(args + i * arg_size) each, which wait on *start
+ * before their work (the args point at it); times from their release
+ * until the last one ends, in seconds.
+ */
+double run_released(unsigned n, void *(*fn)(void *), void *args, size_t arg_size,
+		    pthread_barrier_t *start);
 /* A sequential CPU read of len bytes at p, GB/s. */
 double stream_gbps(const char *p, size_t len);
 /* Runs argv (with one more environment variable, or none) and reads the number it prints; 0 on failure. */

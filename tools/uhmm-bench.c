@@ -259,7 +259,6 @@ static void pin_process(int cpu)
 #define MT_PAGES 1024                   /* per thread and round */
 
 struct mt_toucher {
-	pthread_t thread;
 	char *base;
 	pthread_barrier_t *start;
 };
@@ -279,21 +278,29 @@ static double mt_round(char *region, unsigned nthreads)
 {
 	struct mt_toucher t[64];
 	pthread_barrier_t start;
-	double t0;
 
-	pthread_barrier_init(&start, NULL, nthreads + 1);
-	for (unsigned i = 0; i < nthreads; i++) {
+	for (unsigned i = 0; i < nthreads; i++)
 		t[i] = (struct mt_toucher){ .base = region + (size_t)i * 2 * MT_PAGES * PAGE,
 					   .start = &start };
-		pthread_create(&t[i].thread, NULL, mt_touch, &t[i]);
-	}
-	pthread_barrier_wait(&start);
+	return (double)nthreads * MT_PAGES / run_released(nthreads, mt_touch, t, sizeof(t[0]), &start);
+}
+
+double run_released(unsigned n, void *(*fn)(void *), void *args, size_t arg_size,
+		    pthread_barrier_t *start)
+{
+	pthread_t th[64];
+	double t0;
+
+	pthread_barrier_init(start, NULL, n + 1);
+	for (unsigned i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, fn, (char *)args + i * arg_size);
+	pthread_barrier_wait(start);
 	t0 = now();
-	for (unsigned i = 0; i < nthreads; i++)
-		pthread_join(t[i].thread, NULL);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
 	t0 = now() - t0;
-	pthread_barrier_destroy(&start);
-	return (double)nthreads * MT_PAGES / t0;
+	pthread_barrier_destroy(start);
+	return t0;
 }
 
 static void fault_rate_mt(struct hmm_device *dev, double *ret_ours, double *ret_raw)

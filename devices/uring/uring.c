@@ -483,6 +483,23 @@ static void drop_cached(struct uring_device *u, uint64_t slot, uint64_t npages, 
 	posix_fadvise(u->fd, at, len, POSIX_FADV_DONTNEED);
 }
 
+/* Read or write all of it, or -errno. */
+static int transfer(struct uring_device *u, void *buf, size_t len, off_t at, bool write)
+{
+	for (size_t done = 0; done < len;) {
+		struct iovec iov = { (char *)buf + done, short_io(len - done) };
+		ssize_t n = write ? pwritev2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags)
+				  : preadv2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 /* A run the host never populated: a hole reads as zeros, and costs no space. */
 static int punch(struct uring_device *u, struct hmm_dma_desc *d)
 {
@@ -491,11 +508,18 @@ static int punch(struct uring_device *u, struct hmm_dma_desc *d)
 
 	if (!fallocate(u->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, len))
 		return 0;
-	/* No hole punching here: write zeros, a page at a time. */
-	memset(u->page, 0, HMM_PAGE_SIZE);
-	for (off_t o = 0; o < len; o += HMM_PAGE_SIZE)
-		if (pwrite(u->fd, u->page, HMM_PAGE_SIZE, at + o) != HMM_PAGE_SIZE)
-			return errno ? -errno : -EIO;
+	/*
+	 * No hole punching here: write zeros, from staging (the DMA queue
+	 * thread's own; u->page belongs to in-place accesses, under rmw_lock).
+	 */
+	memset(u->staging, 0, STAGING);
+	for (off_t o = 0; o < len; o += STAGING) {
+		int err = transfer(u, u->staging, (size_t)(len - o < STAGING ? len - o : STAGING),
+				   at + o, true);
+
+		if (err)
+			return err;
+	}
 	return 0;
 }
 
@@ -610,22 +634,6 @@ static int uring_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigne
 	return first_err;
 }
 
-/* Read or write all of it, or -errno. */
-static int transfer(struct uring_device *u, void *buf, size_t len, off_t at, bool write)
-{
-	for (size_t done = 0; done < len;) {
-		struct iovec iov = { (char *)buf + done, short_io(len - done) };
-		ssize_t n = write ? pwritev2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags)
-				  : preadv2(u->fd, &iov, 1, at + (off_t)done, u->rw_flags);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
-}
 
 /* A CPU fault's few pages, read on the fault thread (the bounce is page-aligned). */
 static int uring_fetch(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host)
