@@ -17,8 +17,9 @@
 
 static _Atomic int pagemap_fd = -1;
 static _Atomic int pagemap_scan = -1;   /* -1 unknown, 0 no, 1 yes */
-#define ZERO_PFN_HIDDEN UINT64_MAX
-static _Atomic uint64_t zero_pfn;       /* 0 unknown, ZERO_PFN_HIDDEN: frame numbers read 0 */
+#define ZERO_PFN_HIDDEN UINT64_MAX       /* frame numbers read 0 */
+#define ZERO_PFN_NONE (UINT64_MAX - 1)   /* read faults here map no zero page */
+static _Atomic uint64_t zero_pfn;        /* 0 unknown, else a frame or one of the above */
 
 void pagemap_reset(void)
 {
@@ -49,37 +50,47 @@ int pagemap_read(uintptr_t start, size_t npages, uint64_t *ret)
 }
 
 /*
- * The shared zero page's frame number, learned once from a page of our own
- * that was read and never written: a private anonymous page then maps it.
+ * The shared zero page's frame number, learned once from two pages of our
+ * own that were read and never written: both map it, so both show the same
+ * frame. Some kernels map no zero page on a read fault (it allocates a
+ * page; UFFDIO_ZEROPAGE still maps the zero page): then the frames differ
+ * and the zero page's frame stays unknown, rather than wrongly taken to be
+ * that of a page that is about to be freed and reused. Frame numbers read 0
+ * without CAP_SYS_ADMIN: hidden.
  */
 static uint64_t learn_zero_pfn(void)
 {
-	uint64_t pfn = atomic_load(&zero_pfn), e;
+	uint64_t pfn = atomic_load(&zero_pfn), e[2];
 	volatile char *p;
 
 	if (pfn)
 		return pfn;
-	p = sys_mmap(NULL, PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	p = sys_mmap(NULL, 2 * PAGE_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return ZERO_PFN_HIDDEN;    /* no memory now: ask again next time */
-	(void)*p;
-	if (!pagemap_read((uintptr_t)p, 1, &e) && (e & PM_PRESENT))
-		pfn = e & PM_PFN_MASK;
-	sys_munmap((void *)p, PAGE_SIZE);
-	if (!pfn)
+	(void)p[0];
+	(void)p[PAGE_SIZE];
+	if (pagemap_read((uintptr_t)p, 2, e) || !(e[0] & e[1] & PM_PRESENT))
 		pfn = ZERO_PFN_HIDDEN;
+	else if ((e[0] & PM_PFN_MASK) != (e[1] & PM_PFN_MASK))
+		pfn = ZERO_PFN_NONE;
+	else if (!(e[0] & PM_PFN_MASK))
+		pfn = ZERO_PFN_HIDDEN;
+	else
+		pfn = e[0] & PM_PFN_MASK;
+	sys_munmap((void *)p, 2 * PAGE_SIZE);
 	atomic_store(&zero_pfn, pfn);
 	return pfn;
 }
 
 static bool pm_is_zero(uint64_t e, uint64_t zpfn)
 {
-	return (e & PM_PRESENT) && zpfn != ZERO_PFN_HIDDEN && (e & PM_PFN_MASK) == zpfn;
+	return (e & PM_PRESENT) && zpfn < ZERO_PFN_NONE && (e & PM_PFN_MASK) == zpfn;
 }
 
 bool pagemap_knows_zero(void)
 {
-	return pagemap_have_scan() || learn_zero_pfn() != ZERO_PFN_HIDDEN;
+	return pagemap_have_scan() || learn_zero_pfn() < ZERO_PFN_NONE;
 }
 
 /* Without PAGEMAP_SCAN: the categories pagemap entries can tell. */
