@@ -68,12 +68,17 @@
  */
 #define STAGING (256u << 10)
 
-/* One run's progress through the ring. */
+/*
+ * One request in flight: up to STAGING bytes of a descriptor, so that a
+ * long run goes out as several requests at once, not one after another.
+ */
 struct run_io {
 	struct hmm_dma_desc *d;
-	size_t done;                /* bytes */
+	size_t off;                 /* where in the descriptor's pages it starts, bytes */
 	size_t len;
-	char *staging;              /* writes: this request's STAGING bytes */
+	size_t done;                /* bytes, from off */
+	char *staging;              /* writes: this request slot's STAGING bytes */
+	bool busy;                  /* in flight */
 };
 
 struct uring_device {
@@ -92,7 +97,8 @@ struct uring_device {
 	uint64_t released_hi;
 	struct io_uring ring;       /* the DMA queue thread's alone */
 	unsigned qd;
-	struct run_io *ios;         /* qd of them: a batch's runs in flight */
+	struct run_io *ios;         /* qd request slots */
+	unsigned *free_ios;         /* the slots not in flight, a stack */
 	pthread_mutex_t rmw_lock;   /* in-place accesses: read, modify, write a page */
 	char *page;                 /* their page-aligned bounce */
 	char *staging;              /* qd * STAGING, registered as fixed buffer 0 */
@@ -245,6 +251,7 @@ static void free_uring(struct uring_device *u)
 	if (u->fd >= 0)
 		close(u->fd);
 	free(u->ios);
+	free(u->free_ios);
 	free(u->staging);
 	free(u->page);
 	free(u->released);
@@ -275,10 +282,11 @@ static int uring_open(const struct hmm_device_config *cfg, struct hmm_device **r
 		return err;
 	}
 	u->ios = calloc(qd, sizeof(*u->ios));
+	u->free_ios = calloc(qd, sizeof(*u->free_ios));
 	if (posix_memalign((void **)&u->staging, HMM_PAGE_SIZE, (size_t)qd * STAGING))
 		u->staging = NULL;
 	u->released = calloc((nslots + 63) / 64, sizeof(uint64_t));
-	if (!u->ios || !u->released || !u->staging ||
+	if (!u->ios || !u->free_ios || !u->released || !u->staging ||
 	    posix_memalign((void **)&u->page, HMM_PAGE_SIZE, HMM_PAGE_SIZE)) {
 		free_uring(u);
 		return -ENOMEM;
@@ -349,12 +357,12 @@ static size_t short_io(size_t len)
 static void prep(struct uring_device *u, struct run_io *io)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
-	char *buf = (char *)io->d->host + io->done;
-	off_t at = (off_t)(io->d->slot * HMM_PAGE_SIZE + io->done);
+	size_t from = io->off + io->done;
+	char *buf = (char *)io->d->host + from;
+	off_t at = (off_t)(io->d->slot * HMM_PAGE_SIZE + from);
 	unsigned len = (unsigned)short_io(io->len - io->done);
 
 	if (io->d->dir == HMM_DMA_TO_DEVICE) {
-		len = len < STAGING ? len : STAGING;
 		memcpy(io->staging, buf, len);
 		if (u->staging_fixed)
 			io_uring_prep_write_fixed(sqe, 0, io->staging, len, at, 0);
@@ -503,19 +511,17 @@ static int transfer(struct uring_device *u, void *buf, size_t len, off_t at, boo
 /* A run the host never populated: a hole reads as zeros, and costs no space. */
 static int punch(struct uring_device *u, struct hmm_dma_desc *d)
 {
+	/* Never written: all zeros, and aligned for O_DIRECT. */
+	static char zeros[64 << 10] __attribute__((aligned(HMM_PAGE_SIZE)));
 	off_t at = (off_t)(d->slot * HMM_PAGE_SIZE);
 	off_t len = (off_t)d->npages * HMM_PAGE_SIZE;
 
 	if (!fallocate(u->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, len))
 		return 0;
-	/*
-	 * No hole punching here: write zeros, from staging (the DMA queue
-	 * thread's own; u->page belongs to in-place accesses, under rmw_lock).
-	 */
-	memset(u->staging, 0, STAGING);
-	for (off_t o = 0; o < len; o += STAGING) {
-		int err = transfer(u, u->staging, (size_t)(len - o < STAGING ? len - o : STAGING),
-				   at + o, true);
+	/* No hole punching here: write zeros (staging may be in flight meanwhile). */
+	for (off_t o = 0; o < len; o += (off_t)sizeof(zeros)) {
+		size_t n = len - o < (off_t)sizeof(zeros) ? (size_t)(len - o) : sizeof(zeros);
+		int err = transfer(u, zeros, n, at + o, true);
 
 		if (err)
 			return err;
@@ -523,92 +529,121 @@ static int punch(struct uring_device *u, struct hmm_dma_desc *d)
 	return 0;
 }
 
-/* Up to qd runs in flight; a short transfer goes on from where it stopped. */
-static void run_batch(struct uring_device *u, struct run_io *ios, unsigned n)
+/*
+ * A request stopped short of its end: its descriptor is done up to the
+ * first page that did not make it, whatever later requests did.
+ */
+static void request_failed(struct run_io *io, int err)
 {
-	unsigned inflight = 0;
+	uint32_t at = (uint32_t)((io->off + io->done) / HMM_PAGE_SIZE);
 
-	for (unsigned i = 0; i < n; i++) {
-		prep(u, &ios[i]);
-		inflight++;
+	if (at < io->d->done) {
+		io->d->done = at;
+		io->d->status = err;
 	}
-	io_uring_submit(&u->ring);
-	while (inflight) {
+}
+
+/*
+ * Before a descriptor's first request: its pages count as done until a
+ * request says otherwise. false when it needs no request (failed already,
+ * or a hole punched).
+ */
+static bool start_desc(struct uring_device *u, struct hmm_dma_desc *d)
+{
+	bool to_dev = d->dir == HMM_DMA_TO_DEVICE;
+
+	d->status = 0;
+	d->done = d->npages;
+	if ((d->slot + d->npages) * HMM_PAGE_SIZE > u->dev.mem_bytes)
+		d->status = -EINVAL;
+	else if (to_dev)
+		unrelease(u, d->slot, d->npages);
+	if (!d->status && hmm_fault_should_fail(to_dev ? "dma_to_device" : "dma_to_host"))
+		d->status = -EIO;
+	else if (!d->status && to_dev && !d->host)
+		d->status = punch(u, d);
+	else if (!d->status)
+		return d->npages > 0;
+	if (d->status)
+		d->done = 0;
+	return false;
+}
+
+/*
+ * The descriptors as requests of up to STAGING bytes, qd of them in
+ * flight; a short transfer goes on from where it stopped, every other
+ * result ends its request.
+ */
+static void run_descs(struct uring_device *u, struct hmm_dma_desc *descs, unsigned n)
+{
+	unsigned next = 0, inflight = 0, nfree = u->qd;
+	size_t next_off = 0;
+
+	for (unsigned i = 0; i < u->qd; i++)
+		u->free_ios[i] = i;
+	for (;;) {
 		struct io_uring_cqe *cqe;
 		struct run_io *io;
 		int res;
 
+		while (nfree && next < n) {
+			struct hmm_dma_desc *d = &descs[next];
+			size_t total = (size_t)d->npages * HMM_PAGE_SIZE;
+
+			if (!next_off && !start_desc(u, d)) {
+				next++;
+				continue;
+			}
+			io = &u->ios[u->free_ios[--nfree]];
+			*io = (struct run_io){ d, next_off,
+					       total - next_off < STAGING ? total - next_off : STAGING, 0,
+					       u->staging + (size_t)(io - u->ios) * STAGING, true };
+			prep(u, io);
+			inflight++;
+			next_off += io->len;
+			if (next_off == total) {
+				next++;
+				next_off = 0;
+			}
+		}
+		if (!inflight)
+			break;
+		io_uring_submit(&u->ring);
 		res = io_uring_wait_cqe(&u->ring, &cqe);
 		if (res == -EINTR)
 			continue;
 		if (res < 0) {
-			/* The ring failed us: what did not complete failed. */
-			for (unsigned i = 0; i < n; i++)
-				if (ios[i].done < ios[i].len && !ios[i].d->status)
-					ios[i].d->status = res;
+			/* The ring failed us: nothing in flight or not started made it. */
+			for (unsigned i = 0; i < u->qd; i++)
+				if (u->ios[i].busy)
+					request_failed(&u->ios[i], res);
+			if (next_off)
+				request_failed(&(struct run_io){ .d = &descs[next], .off = next_off },
+					       res);
+			for (unsigned i = next_off ? next + 1 : next; i < n; i++) {
+				descs[i].status = res;
+				descs[i].done = 0;
+			}
 			return;
 		}
 		io = io_uring_cqe_get_data(cqe);
 		res = cqe->res;
 		io_uring_cqe_seen(&u->ring, cqe);
-		inflight--;
-		if (res < 0) {
-			io->d->status = res;
-			continue;
-		}
-		if (res == 0) {
-			io->d->status = -EIO; /* past the end of the file: cannot be */
-			continue;
-		}
-		io->done += (size_t)res;
-		if (io->done < io->len) {
+		if (res > 0)
+			io->done += (size_t)res;
+		if (res > 0 && io->done < io->len) {
 			prep(u, io);
-			io_uring_submit(&u->ring);
-			inflight++;
+			continue;
 		}
+		/* 0 bytes: past the end of the file, which cannot be. */
+		if (io->done < io->len)
+			request_failed(io, res < 0 ? res : -EIO);
+		inflight--;
+		io->busy = false;
+		u->free_ios[nfree++] = (unsigned)(io - u->ios);
 	}
-}
-
-/* The descriptors, up to qd runs in flight at a time. */
-static void run_descs(struct uring_device *u, struct hmm_dma_desc *descs, unsigned n)
-{
-	struct run_io *ios = u->ios;
-
-	for (unsigned i = 0; i < n;) {
-		unsigned k = 0;
-
-		while (i < n && k < u->qd) {
-			struct hmm_dma_desc *d = &descs[i++];
-			bool to_dev = d->dir == HMM_DMA_TO_DEVICE;
-
-			d->status = 0;
-			d->done = 0;
-			if ((d->slot + d->npages) * HMM_PAGE_SIZE > u->dev.mem_bytes) {
-				d->status = -EINVAL;
-				continue;
-			}
-			if (to_dev)
-				unrelease(u, d->slot, d->npages);
-			if (hmm_fault_should_fail(to_dev ? "dma_to_device" : "dma_to_host")) {
-				d->status = -EIO;
-			} else if (to_dev && !d->host) {
-				d->status = punch(u, d);
-			} else {
-				ios[k] = (struct run_io){ d, 0, (size_t)d->npages * HMM_PAGE_SIZE,
-							  u->staging + (size_t)k * STAGING };
-				k++;
-				continue;
-			}
-			d->done = d->status ? 0 : d->npages;
-		}
-		run_batch(u, ios, k);
-		for (unsigned j = 0; j < k; j++) {
-			struct hmm_dma_desc *d = ios[j].d;
-
-			d->done = d->status ? (uint32_t)(ios[j].done / HMM_PAGE_SIZE) : d->npages;
-			drop_cached(u, d->slot, d->npages, d->dir == HMM_DMA_TO_DEVICE);
-		}
-	}
+	for (unsigned i = 0; i < n; i++)
+		drop_cached(u, descs[i].slot, descs[i].npages, descs[i].dir == HMM_DMA_TO_DEVICE);
 }
 
 static int uring_dma(struct hmm_device *dev, struct hmm_dma_desc *descs, unsigned n)
