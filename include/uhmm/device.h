@@ -147,7 +147,11 @@ struct hmm_device_ops {
 	void (*close)(struct hmm_device *dev);
 
 	/**
-	 * dma() - run a batch of copies, in order, and fill each status/done.
+	 * dma() - run a batch of copies and fill each status/done. The
+	 * descriptors never share a slot or a host page, so a backend with a
+	 * queue of its own should have them all in flight at once: the runtime
+	 * gathers what is queued (the faults of many threads, an eviction's
+	 * batches) into one call for that.
 	 * Context: the device's DMA queue thread; may block; no runtime locks
 	 * held. Never touches managed memory other than desc->host.
 	 * Return: 0 if every descriptor completed, else the first error (the

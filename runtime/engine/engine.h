@@ -100,6 +100,8 @@ int mig_home_everything(struct hmm_device_core *c);
 int mig_home_accessed_by(struct mig_result *res);
 /* One batch of [a, b) home, per device; -EAGAIN: look again. */
 struct home_set;
+/* Empty a page a migration (or a fault) installed after it was discarded; no lock held. */
+void zap_page(uintptr_t addr);
 struct home_set *home_set_new(size_t max);
 void home_set_free(struct home_set *hs, size_t max);
 int home_batch(uintptr_t a, uintptr_t b, struct hmm_device_core *only, unsigned vflags,
@@ -155,6 +157,8 @@ void handler_pause(void);
 void handler_resume(void);
 /* A migration's own MADV_DONTNEED of [start, end): its REMOVE event is ours. */
 void handler_own_zap(uintptr_t start, uintptr_t end, bool add);
+/* Fault thread: faults read with the one being served, still to come after it. */
+unsigned handler_faults_behind(void);
 
 /* ---- access.c: the device's side (read, write, atomics) --------------------- */
 
@@ -193,6 +197,7 @@ void pager_note_fault(uintptr_t addr, bool from_device);   /* fault thread */
 bool pager_over_limit(void);
 /* The fault thread, before it adds a host page: over the limit, so wait (and wake the agent). */
 bool pager_throttle(void);
+bool pager_has_room(size_t pages);  /* read-ahead of that many pages stays under the limit */
 bool pager_take_urgent(void);       /* a throttled fault waits: the agent runs a round now */
 void pager_set_wake(void (*fn)(void));  /* how pager_throttle wakes the agent */
 /* The limit cannot be held now (why: for the one log line): no throttling for a while. */

@@ -233,6 +233,7 @@ struct async_fault {
 	struct hmm_device_core *c;
 	pid_t tid;
 	unsigned attempts;
+	bool readahead;     /* nobody waits for it: a failure only leaves the pages where they are */
 };
 
 /* Queue thread: the copy home finished; commit, then wake the faulter. */
@@ -240,23 +241,28 @@ static void async_done(struct dma_job *job)
 {
 	struct async_fault *af = container_of(job, struct async_fault, job);
 	struct dma_run *run = &af->run;
-	size_t done = run->d.done;
+	size_t done = run->d.done, ndiscarded = 0;
+	uintptr_t discarded[PMD_PAGES];
 	struct range *r;
 
 	reg_lock();
 	r = reg_lookup(run->addr);
+	/* Emptied while coming home: installed all the same, so emptied again below. */
+	for (size_t i = 0; r && i < done; i++)
+		if (*range_word(r, run->addr + i * PAGE_SIZE) & PW_DISCARD)
+			discarded[ndiscarded++] = run->addr + i * PAGE_SIZE;
 	if (r && done)
 		pages_commit_to_host(af->c, r, run->addr, done, false, true);
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = range_word(r, rest);
 
-		if (!done && ++af->attempts < opt.fault_retries) {
+		if (!done && !af->readahead && ++af->attempts < opt.fault_retries) {
 			reg_unlock();
 			dmaq_submit(&af->c->q, job);
 			return;
 		}
-		if (!done)
+		if (!done && !af->readahead)
 			fail_access(af->c, rest, w, af->tid, run->d.status);
 		pages_release(r, rest, run->d.npages - done);
 	}
@@ -266,23 +272,27 @@ static void async_done(struct dma_job *job)
 	 */
 	uffd_wake(run->addr, (size_t)run->d.npages * PAGE_SIZE);
 	reg_unlock();
+	for (size_t i = 0; i < ndiscarded; i++)
+		zap_page(discarded[i]);
 	meta_free(af, sizeof(*af));
 }
 
 /*
  * Device memory only the device can read: a DMA job, whose completion wakes
- * the faulting thread (so the fault is not parked).
+ * the faulting thread (so the fault is not parked). With readahead, nobody
+ * faulted there (yet).
  */
-static enum fault_result fault_in_async(struct hmm_device_core *c, struct range *r,
-					uintptr_t addr, size_t n, pid_t tid)
+static bool fault_in_async(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t n,
+			   pid_t tid, bool readahead)
 {
 	struct async_fault *af = meta_alloc(sizeof(*af));
 	uint64_t *w = range_word(r, addr);
 
 	if (!af)
-		return FAULT_RETRY;
+		return false;
 	af->c = c;
 	af->tid = tid;
+	af->readahead = readahead;
 	af->run.addr = addr;
 	af->run.d.npages = (uint32_t)n;
 	af->run.d.slot = pw_slot(*w);
@@ -291,11 +301,51 @@ static enum fault_result fault_in_async(struct hmm_device_core *c, struct range 
 	af->job.nruns = 1;
 	af->job.complete = async_done;
 	af->job.dontwake = true;
+	af->job.urgent = true;
 	for (size_t i = 0; i < n; i++)
 		page_claim(&w[i]);
 	c->last_fault_end = addr + n * PAGE_SIZE;
 	dmaq_submit(&c->q, &af->job);
-	return FAULT_DONE;
+	return true;
+}
+
+/* The pages from addr on c that read-ahead may take: none busy, pinned or elsewhere. */
+static size_t readahead_run(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t max)
+{
+	uintptr_t pinned;
+	uint64_t w;
+	size_t n;
+
+	if (addr < r->start || addr >= r->end)
+		return 0;
+	w = *range_word(r, addr);
+	if (!pw_on(w, c) || (w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED)))
+		return 0;
+	n = device_run(r, addr, max);
+	mirror_lock(&c->mirror);
+	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	return (pinned - addr) / PAGE_SIZE;
+}
+
+/*
+ * Read-ahead, as the kernel's for swap and files: once faults have come in
+ * address order long enough for the window to reach its largest, the next
+ * windows are read too, in the same trip through the queue (it gathers
+ * them into one dma call, all in flight at once), and installed without
+ * waking anyone. The stream's next fault comes where read-ahead stopped.
+ */
+#define READAHEAD_WINDOWS 3
+
+static void readahead(struct hmm_device_core *c, struct range *r, uintptr_t from, size_t window)
+{
+	for (unsigned i = 0; i < READAHEAD_WINDOWS; i++) {
+		size_t n = readahead_run(c, r, from, window);
+
+		if (!n || !pager_has_room(n) || !fault_in_async(c, r, from, n, 0, true))
+			return;
+		from += n * PAGE_SIZE;
+	}
 }
 
 enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool internal)
@@ -351,9 +401,19 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	n = (pinned - addr) / PAGE_SIZE;
 	if (dev_host_mapped(c))
 		return fault_in_inline(c, r, addr, n, tid);
-	if (n <= FETCH_MAX_PAGES && fault_in_fetch(c, r, addr, n, tid, &res))
+	/*
+	 * Alone, served here and now. With other faults waiting, or some in
+	 * the queue (their completions wait for reg.lock, which we hold),
+	 * queued: the queue has them all in flight at once.
+	 */
+	if (n <= FETCH_MAX_PAGES && !handler_faults_behind() && dmaq_urgent_idle(&c->q) &&
+	    fault_in_fetch(c, r, addr, n, tid, &res))
 		return res;
-	return fault_in_async(c, r, addr, n, tid);
+	if (!fault_in_async(c, r, addr, n, tid, false))
+		return FAULT_RETRY;
+	if (n > FETCH_MAX_PAGES && n == MIN(opt.fault_around, PMD_PAGES))
+		readahead(c, r, addr + n * PAGE_SIZE, n); /* a stream */
+	return FAULT_DONE;
 }
 
 enum fault_result fault_wp(struct range *r, uintptr_t addr)

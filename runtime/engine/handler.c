@@ -55,6 +55,7 @@ static struct {
 	/* fault thread only */
 	struct parked parked[MAX_PARKED];
 	unsigned nparked;
+	unsigned faults_behind;     /* in the batch being processed, after this one */
 
 	/* migrations' own zaps, whose REMOVE events are not the application's */
 	pthread_mutex_t zap_lock;
@@ -309,14 +310,31 @@ static void on_event(const struct uffd_msg *m)
 	}
 }
 
+/*
+ * A fault that other faults are queued behind is better handed to the
+ * device's queue than served here and now: the queue can have them all in
+ * flight at once (fault.c).
+ */
+unsigned handler_faults_behind(void)
+{
+	return ft.faults_behind;
+}
+
 static void process(const struct uffd_msg *msgs, size_t n)
 {
+	size_t faults = 0;
+
+	for (size_t i = 0; i < n; i++)
+		faults += msgs[i].event == UFFD_EVENT_PAGEFAULT;
 	for (size_t i = 0; i < n; i++) {
-		if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+			ft.faults_behind = (unsigned)--faults;
 			on_fault(&msgs[i]);
-		else
+		} else {
 			on_event(&msgs[i]);
+		}
 	}
+	ft.faults_behind = 0;
 }
 
 /*

@@ -44,7 +44,7 @@ void home_set_free(struct home_set *hs, size_t max)
  * the page can be refilled, and a page discarded while it was coming home
  * must read as zero. The REMOVE event this raises is ours.
  */
-static void zap_page(uintptr_t addr)
+void zap_page(uintptr_t addr)
 {
 	handler_own_zap(addr, addr + PAGE_SIZE, true);
 	sys_madvise((void *)addr, PAGE_SIZE, MADV_DONTNEED);

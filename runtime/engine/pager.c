@@ -507,3 +507,16 @@ void pager_fork_child(void)
 	pager.full = NULL;
 	pager.full_backoffs = 0;
 }
+
+/*
+ * Whether pages more can come home without a fault asking for them (fault
+ * read-ahead): with no limit, or while the estimate stays under it. They
+ * are not throttled, so they must not be what pushes residency past it.
+ */
+bool pager_has_room(size_t pages)
+{
+	if (!opt.host_limit)
+		return true;
+	return atomic_load_explicit(&pager.base, memory_order_relaxed) + (int64_t)arrivals() +
+		       (int64_t)pages <= (int64_t)limit_pages();
+}

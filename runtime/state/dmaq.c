@@ -2,7 +2,8 @@
 /*
  * A device's DMA queue: a FIFO of jobs, each a batch of runs, executed in
  * order by the device's engine thread so that the submitter can collect the
- * next batch while this one is in flight. A run moves pages between host
+ * next batch while this one is in flight; copies queued behind each other
+ * go to the backend together (gathering, below). A run moves pages between host
  * addresses and device slots: with UFFDIO_MOVE when the device's memory is
  * movable anonymous memory (zero copy), otherwise through the backend's
  * dma op, and into host addresses always with UFFDIO_COPY (which installs the
@@ -79,28 +80,6 @@ static void run_move(struct dmaq *q, struct dma_job *job)
 	}
 }
 
-static void run_copy_in(struct dmaq *q, struct dma_job *job)
-{
-	struct hmm_device *dev = q->core->dev;
-	bool nospace = false;
-
-	for (unsigned i = 0; i < job->nruns; i++) {
-		struct dma_run *run = &job->runs[i];
-
-		/* d.host is the page itself, or NULL for one never populated (zeros) */
-		run->d.dir = HMM_DMA_TO_DEVICE;
-		run->d.status = 0;
-		run->d.done = 0;
-		/* A full store would only fail every run after the first again. */
-		if (nospace) {
-			run->d.status = -ENOSPC;
-			continue;
-		}
-		dev->ops->dma(dev, &run->d, 1);
-		nospace = run->d.status == -ENOSPC;
-	}
-}
-
 static void run_copy_out(struct dmaq *q, struct dma_job *job)
 {
 	struct hmm_device_core *c = q->core;
@@ -164,20 +143,169 @@ static void q_unlock(struct dmaq *q)
 	lock_released(LOCK_DMAQ);
 }
 
-static void execute(struct dmaq *q, struct dma_job *job)
+/*
+ * Gathering: jobs queued behind each other go to the backend as one dma
+ * call, so that a backend with a queue of its own (an io_uring, a NIC)
+ * has them all in flight at once: the isolated faults of many threads,
+ * each its own job, are served in parallel instead of one at a time, and
+ * an eviction's batches overlap. Copies into the device gather freely;
+ * copies home only those whose pages fit the bounce buffer together (the
+ * small runs of faults), and only where the backend must be asked at all.
+ */
+#define GATHER_JOBS 64
+
+static unsigned job_pages(const struct dma_job *job)
 {
-	switch (job->op) {
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < job->nruns; i++)
+		n += job->runs[i].d.npages;
+	return n;
+}
+
+/* Could job join a group that starts with first and holds pages and runs already? */
+static bool gathers(struct dmaq *q, const struct dma_job *first, const struct dma_job *job,
+		    unsigned pages, unsigned runs)
+{
+	if (job->op != first->op || job->dontwake != first->dontwake || job->urgent != first->urgent ||
+	    runs + job->nruns > GATHER_DESCS)
+		return false;
+	if (job->op == DMA_COPY_IN)
+		return true;
+	return job->op == DMA_COPY_OUT && !dev_host_mapped(q->core) &&
+	       pages + job_pages(job) <= BOUNCE_PAGES;
+}
+
+/* q->lock held: the head job and those that gather with it, taken off the queue. */
+static unsigned take_group(struct dmaq *q, struct dma_job **group)
+{
+	unsigned n = 0, pages = 0, runs = 0;
+
+	do {
+		struct dma_job *job = q->head;
+
+		pages += job_pages(job);
+		runs += job->nruns;
+		group[n++] = job;
+		q->head = job->next;
+		if (q->urgent_tail == job)
+			q->urgent_tail = NULL;
+	} while (q->head && n < GATHER_JOBS && gathers(q, group[0], q->head, pages, runs));
+	if (!q->head)
+		q->tail = NULL;
+	return n;
+}
+
+/* Back to their runs: the results of descs[0..k), the last k runs before (j, i). */
+static void scatter_results(struct dmaq *q, struct dma_job **group, unsigned j, unsigned i,
+			    unsigned k)
+{
+	while (k) {
+		if (!i)
+			i = group[--j]->nruns;
+		group[j]->runs[--i].d = q->descs[--k];
+	}
+}
+
+/* Copies into the device: the group's runs in one dma call (per GATHER_DESCS). */
+static void group_copy_in(struct dmaq *q, struct dma_job **group, unsigned n)
+{
+	struct hmm_device *dev = q->core->dev;
+	unsigned k = 0;
+
+	for (unsigned j = 0; j < n; j++)
+		for (unsigned i = 0; i < group[j]->nruns; i++) {
+			/* d.host is the page itself, or NULL for one never populated (zeros) */
+			q->descs[k] = group[j]->runs[i].d;
+			q->descs[k].dir = HMM_DMA_TO_DEVICE;
+			q->descs[k].status = 0;
+			q->descs[k].done = 0;
+			if (++k < GATHER_DESCS)
+				continue;
+			dev->ops->dma(dev, q->descs, k);
+			scatter_results(q, group, j, i + 1, k);
+			k = 0;
+		}
+	if (k) {
+		dev->ops->dma(dev, q->descs, k);
+		scatter_results(q, group, n, 0, k);
+	}
+}
+
+/*
+ * Copies home: every run read into its own part of the bounce buffer in
+ * one dma call, then job by job installed (UFFDIO_COPY) as far as it was
+ * read and completed, so that the first waiter runs while the rest are
+ * still being installed.
+ */
+static void group_copy_out(struct dmaq *q, struct dma_job **group, unsigned n,
+			   const bool *completes)
+{
+	struct hmm_device *dev = q->core->dev;
+	uint64_t mode = group[0]->dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+	size_t off = 0;
+	unsigned k = 0;
+
+	for (unsigned j = 0; j < n; j++)
+		for (unsigned i = 0; i < group[j]->nruns; i++) {
+			struct dma_run *run = &group[j]->runs[i];
+
+			q->descs[k++] = (struct hmm_dma_desc){
+				.dir = HMM_DMA_TO_HOST,
+				.npages = run->d.npages,
+				.slot = run->d.slot,
+				.host = (char *)q->bounce + off,
+			};
+			off += (size_t)run->d.npages * PAGE_SIZE;
+		}
+	dev->ops->dma(dev, q->descs, k);
+	k = 0;
+	for (unsigned j = 0; j < n; j++) {
+		for (unsigned i = 0; i < group[j]->nruns; i++) {
+			struct dma_run *run = &group[j]->runs[i];
+			struct hmm_dma_desc *d = &q->descs[k++];
+			long copied = 0;
+
+			if (d->done)
+				copied = retry_eagain(copy_op, run->addr, (uintptr_t)d->host,
+						      (size_t)d->done * PAGE_SIZE, mode);
+			run->d.done = copied > 0 ? (uint32_t)((size_t)copied / PAGE_SIZE) : 0;
+			run->d.status = run->d.done == run->d.npages ? 0
+					: d->status		   ? d->status
+					: copied < 0		   ? (int32_t)copied
+								   : -EIO;
+		}
+		if (completes[j])
+			group[j]->complete(group[j]);
+	}
+}
+
+/*
+ * A group of one job unless copies gather (take_group); each job's
+ * completion, if it has one, runs once its copies are done.
+ */
+static void execute_group(struct dmaq *q, struct dma_job **group, unsigned n,
+			  const bool *completes)
+{
+	switch (group[0]->op) {
 	case DMA_MOVE_IN:
 	case DMA_MOVE_OUT:
-		run_move(q, job);
+		run_move(q, group[0]);
 		break;
 	case DMA_COPY_IN:
-		run_copy_in(q, job);
+		group_copy_in(q, group, n);
 		break;
 	case DMA_COPY_OUT:
-		run_copy_out(q, job);
+		if (gathers(q, group[0], group[0], 0, 0)) {
+			group_copy_out(q, group, n, completes);
+			return;
+		}
+		run_copy_out(q, group[0]); /* a long run: a huge page at a time */
 		break;
 	}
+	for (unsigned i = 0; i < n; i++)
+		if (completes[i])
+			group[i]->complete(group[i]);
 }
 
 static void *engine(void *arg)
@@ -186,29 +314,32 @@ static void *engine(void *arg)
 
 	q_lock(q);
 	for (;;) {
-		struct dma_job *job;
-		bool completes;
+		struct dma_job *group[GATHER_JOBS];
+		bool completes[GATHER_JOBS], urgent[GATHER_JOBS];
+		unsigned n;
 
 		while (!q->head && !q->stop)
 			pthread_cond_wait(&q->work, &q->lock);
 		if (!q->head)
 			break;
-		job = q->head;
-		q->head = job->next;
-		if (!q->head)
-			q->tail = NULL;
+		n = take_group(q, group);
 		q_unlock(q);
 
 		/* A completion owns its job from here: it may free or resubmit it. */
-		completes = job->complete != NULL;
-		execute(q, job);
-		if (completes)
-			job->complete(job);
+		for (unsigned i = 0; i < n; i++) {
+			completes[i] = group[i]->complete != NULL;
+			urgent[i] = group[i]->urgent;
+		}
+		execute_group(q, group, n, completes);
 
 		q_lock(q);
-		if (!completes)
-			job->done = true;
-		q->queued--;
+		for (unsigned i = 0; i < n; i++) {
+			if (urgent[i])
+				atomic_fetch_sub(&q->urgent, 1);
+			if (!completes[i])
+				group[i]->done = true;
+		}
+		q->queued -= n;
 		pthread_cond_broadcast(&q->done);
 	}
 	q_unlock(q);
@@ -224,14 +355,20 @@ int dmaq_start(struct dmaq *q, struct hmm_device_core *core)
 	pthread_cond_init(&q->work, NULL);
 	pthread_cond_init(&q->done, NULL);
 	q->core = core;
-	q->bounce = sys_mmap(NULL, PMD_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	q->bounce = sys_mmap(NULL, BOUNCE_PAGES * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 			     -1, 0);
 	if (q->bounce == MAP_FAILED)
 		return -ENOMEM;
-	sys_madvise(q->bounce, PMD_SIZE, MADV_DONTFORK);
+	q->descs = meta_alloc(GATHER_DESCS * sizeof(*q->descs));
+	if (!q->descs) {
+		sys_munmap(q->bounce, BOUNCE_PAGES * PAGE_SIZE);
+		return -ENOMEM;
+	}
+	sys_madvise(q->bounce, BOUNCE_PAGES * PAGE_SIZE, MADV_DONTFORK);
 	err = thread_spawn(&q->thread, engine, q, true);
 	if (err) {
-		sys_munmap(q->bounce, PMD_SIZE);
+		sys_munmap(q->bounce, BOUNCE_PAGES * PAGE_SIZE);
+		meta_free(q->descs, GATHER_DESCS * sizeof(*q->descs));
 		return err;
 	}
 	q->started = true;
@@ -247,20 +384,34 @@ void dmaq_stop(struct dmaq *q)
 	pthread_cond_broadcast(&q->work);
 	q_unlock(q);
 	pthread_join(q->thread, NULL);
-	sys_munmap(q->bounce, PMD_SIZE);
+	sys_munmap(q->bounce, BOUNCE_PAGES * PAGE_SIZE);
+	meta_free(q->descs, GATHER_DESCS * sizeof(*q->descs));
 	q->started = false;
 }
 
+/*
+ * Jobs run in the order they were queued, but for urgent ones (a CPU
+ * fault waits): those go ahead of the bulk jobs queued (an eviction's,
+ * a migration's), behind the urgent ones already there, as the block
+ * layer lets synchronous reads pass queued writeback. No job depends on
+ * one queued before it: each owns its pages and slots.
+ */
 void dmaq_submit(struct dmaq *q, struct dma_job *job)
 {
-	job->next = NULL;
+	struct dma_job **link;
+
 	job->done = false;
 	q_lock(q);
-	if (q->tail)
-		q->tail->next = job;
-	else
-		q->head = job;
-	q->tail = job;
+	link = !job->urgent ? (q->tail ? &q->tail->next : &q->head)
+			    : (q->urgent_tail ? &q->urgent_tail->next : &q->head);
+	job->next = *link;
+	*link = job;
+	if (!job->next)
+		q->tail = job;
+	if (job->urgent) {
+		q->urgent_tail = job;
+		atomic_fetch_add(&q->urgent, 1);
+	}
 	q->queued++;
 	pthread_cond_signal(&q->work);
 	q_unlock(q);
@@ -272,6 +423,11 @@ void dmaq_wait(struct dmaq *q, struct dma_job *job)
 	while (!job->done)
 		pthread_cond_wait(&q->done, &q->lock);
 	q_unlock(q);
+}
+
+bool dmaq_urgent_idle(struct dmaq *q)
+{
+	return !atomic_load_explicit(&q->urgent, memory_order_relaxed);
 }
 
 void dmaq_drain(struct dmaq *q)

@@ -134,6 +134,7 @@ struct dma_job {
 	void (*complete)(struct dma_job *job);  /* queue thread; NULL: dmaq_wait */
 	void *arg;
 	bool dontwake;      /* MOVE_OUT, COPY_OUT: the submitter wakes waiters after committing */
+	bool urgent;        /* a CPU fault waits for it: ahead of the bulk jobs queued */
 	bool done;
 };
 
@@ -141,19 +142,27 @@ struct dmaq {
 	pthread_mutex_t lock;
 	pthread_cond_t work, done;
 	struct dma_job *head, *tail;
+	struct dma_job *urgent_tail;    /* the last urgent job queued (they come first) */
+	_Atomic unsigned urgent;        /* urgent jobs queued or running */
 	unsigned queued;
 	bool stop;
 	pthread_t thread;
 	bool started;
 	struct hmm_device_core *core;
-	void *bounce;               /* PMD_SIZE of unmanaged memory for COPY_OUT */
+	void *bounce;               /* BOUNCE_PAGES of unmanaged memory for COPY_OUT */
+	struct hmm_dma_desc *descs; /* GATHER_DESCS: a group of jobs' runs, one dma call */
 };
+
+#define GATHER_DESCS 256
+/* A stream's fault and its read-ahead (fault.c) gather into one trip. */
+#define BOUNCE_PAGES (4 * PMD_PAGES)
 
 int dmaq_start(struct dmaq *q, struct hmm_device_core *core);
 void dmaq_stop(struct dmaq *q);
 void dmaq_submit(struct dmaq *q, struct dma_job *job);
 void dmaq_wait(struct dmaq *q, struct dma_job *job);
 void dmaq_drain(struct dmaq *q);
+bool dmaq_urgent_idle(struct dmaq *q);  /* a hint: no urgent job queued or running now */
 
 /* ---- device.c: open devices ---------------------------------------------- */
 
