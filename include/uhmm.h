@@ -75,6 +75,13 @@ struct hmm_device_info {
 	bool coherent;        /* the CPU accesses this device's memory in place */
 	int memory_model;     /* enum hmm_memory_model */
 	char detail[96];      /* how the backend runs it, e.g. "O_DIRECT on /var/tmp (ext4)" */
+	/*
+	 * A page the CPU reads home from here keeps its copy here (counted in
+	 * mem_used) until it is written, so that evicting it again writes
+	 * nothing: a storage tier, like the kernel's swap cache. Only while
+	 * the device is less than half full.
+	 */
+	bool keeps_clean;
 };
 
 /**

@@ -6,7 +6,8 @@
  * faulting one come home in the same trip). What must hold whatever the
  * timing: every page reads what was written to it, a page emptied or
  * unmapped while its read-ahead was in flight reads zero or is gone, and
- * a stream faults about once per read-ahead, not once per window.
+ * a stream faults about once per read-ahead, not once per window. A page
+ * read home and not written since is not written to the tier again.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -174,6 +175,43 @@ static int readahead_unmap(void)
 	return T_PASS;
 }
 
+/*
+ * A page read home and not written since goes back to the tier without
+ * being written again (its copy there is still good, as the swap cache's):
+ * with every write to the tier failing, the clean pages still go and the
+ * written ones stay; every page reads what it should, then and after a
+ * migration that writes.
+ */
+static int clean_pages_not_rewritten(void)
+{
+	size_t len = 8ul << 20, n = len / PAGE, ints = PAGE / sizeof(int);
+	char *p = on_tier(len, 3);
+	int dev = t_dev_index(dev0), err;
+
+	CHECK(p);
+	CHECK_EQ(t_count_bad((int *)p, len / sizeof(int), 3), 0); /* home, clean */
+	for (size_t i = 1; i < n; i += 2)
+		((int *)p)[i * ints] = -1;                          /* odd pages written */
+	CHECK_OK(hmm_fault_inject("dma_to_device:always"));
+	err = hmm_migrate(p, len, dev0, 0, NULL);
+	CHECK_OK(hmm_fault_inject("off"));
+	CHECK(err < 0);
+	for (size_t i = 0; i < n; i++)
+		CHECK_EQ(t_loc(p + i * PAGE), i % 2 ? HMM_LOC_HOST : dev);
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			int *page = (int *)(p + i * PAGE);
+
+			CHECK_EQ(page[0], i % 2 ? -1 : (int)(i * ints) + 3);
+			CHECK_EQ(t_count_bad(page + 1, ints - 1, (int)(i * ints) + 4), 0);
+		}
+		CHECK_OK(hmm_migrate(p, len, dev0, 0, NULL));
+		CHECK_EQ(t_pages_at(p, n, dev), n);
+	}
+	t_unmap(p, len);
+	return T_PASS;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct test_case cases[] = {
@@ -181,6 +219,7 @@ int main(int argc, char **argv)
 		TEST_CASE(stream_readahead, 0),
 		TEST_CASE(readahead_discard, 0),
 		TEST_CASE(readahead_unmap, 0),
+		TEST_CASE(clean_pages_not_rewritten, 0),
 	};
 
 	return t_run(cases, T_ARRAY_SIZE(cases), argc, argv);

@@ -319,7 +319,8 @@ static int uring_open(const struct hmm_device_config *cfg, struct hmm_device **r
 	snprintf(u->dev.name, sizeof(u->dev.name), "uring%d", atomic_fetch_add(&uring_count, 1));
 	snprintf(u->dev.kind, sizeof(u->dev.kind), "uring");
 	u->dev.mem_bytes = cfg->mem_bytes;
-	u->dev.caps = 0; /* reachable only through I/O */
+	/* Reachable only through I/O; a page read home keeps its blocks while clean. */
+	u->dev.caps = HMM_DEVCAP_KEEP_CLEAN;
 	*ret_dev = &u->dev;
 	return 0;
 }

@@ -52,6 +52,14 @@ enum hmm_device_caps {
 	 * Implies HMM_DEVCAP_HOST_MAPPED.
 	 */
 	HMM_DEVCAP_MOVABLE = 1u << 2,
+	/*
+	 * A page copied home from here may keep its copy here while the CPU
+	 * only reads it (a storage tier, as the kernel's swap cache keeps a
+	 * swapped-in page's slot): evicting it again writes nothing. The slot
+	 * is given back (release) on the first CPU write. For memory only the
+	 * device can read, where each copy is real I/O.
+	 */
+	HMM_DEVCAP_KEEP_CLEAN = 1u << 3,
 };
 
 enum hmm_dma_dir {

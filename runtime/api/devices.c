@@ -155,6 +155,7 @@ int hmm_device_info(struct hmm_device *dev, struct hmm_device_info *ret_info)
 	reg_unlock();
 	info.coherent = dev_coherent(c);
 	info.memory_model = memory_model(c);
+	info.keeps_clean = dev_keep_clean(c);
 	if (c->dev->size >= offsetof(struct hmm_device, detail) + sizeof(c->dev->detail))
 		snprintf(info.detail, sizeof(info.detail), "%s", c->dev->detail);
 	rt_leave();

@@ -29,6 +29,7 @@ struct bpage {
 	uint64_t slot;
 	int status;             /* enum bpage_status or -errno */
 	bool present;           /* the CPU page is populated (else copies as zeros) */
+	bool clean;             /* its copy on the device is still good: nothing to copy */
 };
 
 struct batch {

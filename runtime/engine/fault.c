@@ -174,6 +174,28 @@ static enum fault_result fault_in_inline(struct hmm_device_core *c, struct range
 }
 
 /*
+ * Whether pages coming home from c keep their copy there, clean (swap
+ * cache): where c offers it, and while c is less than half full, as the
+ * kernel frees a swap slot on swap-in once swap is half full
+ * (vm_swap_full): kept copies must not crowd out evictions. Not on ranges
+ * with advice, whose pages are mapped for other devices at the commit.
+ */
+static bool keeps_clean(struct hmm_device_core *c, struct range *r)
+{
+	return dev_keep_clean(c) && !r->nattrs && devmem_used(&c->mem) < c->mem.nslots / 2;
+}
+
+/* The pages came home: as clean duplicates where c keeps its copy. */
+static void commit_home(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t n,
+			bool clean)
+{
+	if (clean)
+		pages_commit_to_host_clean(c, r, addr, n);
+	else
+		pages_commit_to_host(c, r, addr, n, false, true);
+}
+
+/*
  * Device memory only the device can read, a few pages of it: the backend
  * copies them here and now (ops->fetch), and one UFFDIO_COPY installs them
  * and wakes the thread: one hand-off (kernel to fault thread and back), as
@@ -189,6 +211,7 @@ static bool fault_in_fetch(struct hmm_device_core *c, struct range *r, uintptr_t
 	static char bounce[FETCH_MAX_PAGES * PAGE_SIZE] __attribute__((aligned(PAGE_SIZE)));
 	uint64_t *w = range_word(r, addr);
 	bool wake_after = r->nattrs != 0; /* as fault_in_inline */
+	bool clean = keeps_clean(c, r);
 	long done = -EIO;
 
 	n = MIN(n, FETCH_MAX_PAGES);
@@ -202,9 +225,10 @@ static bool fault_in_fetch(struct hmm_device_core *c, struct range *r, uintptr_t
 			continue;
 		}
 		done = uffd_copy(addr, bounce, n * PAGE_SIZE,
-				 wake_after ? UFFDIO_COPY_MODE_DONTWAKE : 0);
+				 (wake_after ? UFFDIO_COPY_MODE_DONTWAKE : 0) |
+					 (clean ? UFFDIO_COPY_MODE_WP : 0));
 		if (done > 0) {
-			pages_commit_to_host(c, r, addr, (size_t)done / PAGE_SIZE, false, true);
+			commit_home(c, r, addr, (size_t)done / PAGE_SIZE, clean);
 			if (wake_after)
 				uffd_wake(addr, (size_t)done);
 			c->last_fault_end = addr + (size_t)done;
@@ -251,18 +275,22 @@ static void async_done(struct dma_job *job)
 	for (size_t i = 0; r && i < done; i++)
 		if (*range_word(r, run->addr + i * PAGE_SIZE) & PW_DISCARD)
 			discarded[ndiscarded++] = run->addr + i * PAGE_SIZE;
+	/* Installed write-protected (job.wp); not kept if emptied meanwhile. */
 	if (r && done)
-		pages_commit_to_host(af->c, r, run->addr, done, false, true);
+		commit_home(af->c, r, run->addr, done, job->wp && !ndiscarded);
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = range_word(r, rest);
 
-		if (!done && !af->readahead && ++af->attempts < opt.fault_retries) {
+		/* -ENOENT: unmapped under us (its event follows), not a failed copy. */
+		bool failed = !done && !af->readahead && run->d.status != -ENOENT;
+
+		if (failed && ++af->attempts < opt.fault_retries) {
 			reg_unlock();
 			dmaq_submit(&af->c->q, job);
 			return;
 		}
-		if (!done && !af->readahead)
+		if (failed)
 			fail_access(af->c, rest, w, af->tid, run->d.status);
 		pages_release(r, rest, run->d.npages - done);
 	}
@@ -302,6 +330,7 @@ static bool fault_in_async(struct hmm_device_core *c, struct range *r, uintptr_t
 	af->job.complete = async_done;
 	af->job.dontwake = true;
 	af->job.urgent = true;
+	af->job.wp = keeps_clean(c, r);
 	for (size_t i = 0; i < n; i++)
 		page_claim(&w[i]);
 	c->last_fault_end = addr + n * PAGE_SIZE;

@@ -88,6 +88,16 @@ static void commit_to_device(struct batch *b, bool writable)
 }
 
 /*
+ * A duplicate whose copy on c is as good as a fresh one: c keeps clean
+ * copies (a page that came home and was not written since), and this is
+ * one. The eviction then writes nothing (batch pages marked clean).
+ */
+static bool clean_on(struct hmm_device_core *c, uint64_t w)
+{
+	return dev_keep_clean(c) && (w & PW_DUP) && pw_aux(w) == dev_loc(c);
+}
+
+/*
  * Collect: claim up to the batch size of host pages in [a, b) for c.
  * Returns -EAGAIN when the caller must retry (pages had to come home first,
  * or slots had to be emptied), 0 otherwise.
@@ -113,7 +123,7 @@ static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool c
 		}
 		if (*w & PW_EXCL)
 			err = excl_revoke(p, w);
-		else if (*w & PW_DUP)
+		else if ((*w & PW_DUP) && !clean_on(c, *w))
 			err = dup_collapse(p, w);
 		if (err)
 			goto out;
@@ -124,15 +134,21 @@ static int collect_for_device(struct batch *bt, uintptr_t a, uintptr_t b, bool c
 	}
 	if (elsewhere)
 		goto out;
-	/* Claim runs of host pages, each with a run of slots. */
+	/* Claim runs of host pages, each with a run of slots; clean copies keep theirs. */
 	for (uintptr_t p = a; p < b;) {
-		uint64_t *w;
+		uint64_t *w = reg_word(p, NULL);
 		uintptr_t q = p;
 		uint64_t first;
 		size_t want, got;
 
-		while (q < b && (w = reg_word(q, NULL)) && !pw_loc(*w) && !(*w & PW_PIN_HOST) &&
-		       !addr_set_has(&st->failed, q))
+		if (w && clean_on(c, *w) && !(*w & PW_PIN_HOST) && !addr_set_has(&st->failed, p)) {
+			bt->p[bt->n++] = (struct bpage){ .addr = p, .slot = page_claim_clean(c, p, w),
+							 .status = BP_DONE, .clean = true };
+			p += PAGE_SIZE;
+			continue;
+		}
+		while (q < b && (w = reg_word(q, NULL)) && !pw_loc(*w) &&
+		       !(*w & (PW_PIN_HOST | PW_DUP)) && !addr_set_has(&st->failed, q))
 			q += PAGE_SIZE;
 		if (q == p) {
 			p += PAGE_SIZE;
@@ -234,6 +250,11 @@ static void zap_copied(struct batch *bt)
 	}
 }
 
+static bool needs_copy(const struct bpage *p)
+{
+	return !p->clean;
+}
+
 /*
  * The copy path: write-protect, copy through the queue, zap. Pages of bt
  * are claimed. copy_start queues the copy (false: no page is left to copy);
@@ -248,7 +269,7 @@ static bool copy_start(struct batch *bt, struct dma_job *job, struct mig_state *
 	if (!batch_protect(bt, &st->failed, res))
 		return false;
 	note_presence(bt);
-	batch_build_runs(bt, NULL, true);
+	batch_build_runs(bt, needs_copy, true);
 	*job = (struct dma_job){ .op = DMA_COPY_IN, .runs = bt->runs, .nruns = bt->nruns };
 	dmaq_submit(&bt->c->q, job);
 	return true;

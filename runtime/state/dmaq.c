@@ -80,11 +80,16 @@ static void run_move(struct dmaq *q, struct dma_job *job)
 	}
 }
 
+static uint64_t copy_mode(const struct dma_job *job)
+{
+	return (job->dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0) | (job->wp ? UFFDIO_COPY_MODE_WP : 0);
+}
+
 static void run_copy_out(struct dmaq *q, struct dma_job *job)
 {
 	struct hmm_device_core *c = q->core;
 	struct hmm_device *dev = c->dev;
-	uint64_t mode = job->dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+	uint64_t mode = copy_mode(job);
 
 	for (unsigned i = 0; i < job->nruns; i++) {
 		struct dma_run *run = &job->runs[i];
@@ -168,6 +173,7 @@ static bool gathers(struct dmaq *q, const struct dma_job *first, const struct dm
 		    unsigned pages, unsigned runs)
 {
 	if (job->op != first->op || job->dontwake != first->dontwake || job->urgent != first->urgent ||
+	    job->wp != first->wp ||
 	    runs + job->nruns > GATHER_DESCS)
 		return false;
 	if (job->op == DMA_COPY_IN)
@@ -201,7 +207,7 @@ static void scatter_results(struct dmaq *q, struct dma_job **group, unsigned j, 
 			    unsigned k)
 {
 	while (k) {
-		if (!i)
+		while (!i) /* a job may have no runs (its pages needed no copy) */
 			i = group[--j]->nruns;
 		group[j]->runs[--i].d = q->descs[--k];
 	}
@@ -242,7 +248,7 @@ static void group_copy_out(struct dmaq *q, struct dma_job **group, unsigned n,
 			   const bool *completes)
 {
 	struct hmm_device *dev = q->core->dev;
-	uint64_t mode = group[0]->dontwake ? UFFDIO_COPY_MODE_DONTWAKE : 0;
+	uint64_t mode = copy_mode(group[0]);
 	size_t off = 0;
 	unsigned k = 0;
 

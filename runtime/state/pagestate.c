@@ -234,6 +234,57 @@ void page_commit_dup(struct hmm_device_core *c, struct range *r, uintptr_t addr,
 }
 
 /*
+ * A run of pages on device c came home, and c keeps its copy
+ * (HMM_DEVCAP_KEEP_CLEAN, as the swap cache keeps a swapped-in page's
+ * slot): installed write-protected, they become DUP(c) with their slots,
+ * so that evicting them again while clean writes nothing. The first CPU
+ * write collapses the duplicate (page_collapse_dup), which frees the slot.
+ */
+void pages_commit_to_host_clean(struct hmm_device_core *c, struct range *r, uintptr_t addr,
+				size_t n)
+{
+	uintptr_t end = addr + n * PAGE_SIZE;
+	bool parked = false;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t *w = range_word(r, addr + i * PAGE_SIZE);
+
+		rt_assert(pw_on(*w, c) && !(*w & PW_DISCARD));
+		parked |= *w & PW_PARKED;
+		set_word(w, with_aux(*w & PW_ADVICE, dev_loc(c), pw_slot(*w)) | PW_DUP);
+	}
+	atomic_fetch_sub(&c->resident, n);
+	STAT_ADD(pages_to_host, n);
+	range_note_offhost(r, addr, end);
+	mirror_lock(&c->mirror);
+	mirror_invalidate(&c->mirror, addr, end);
+	for (uintptr_t a = addr; a < end; a += PAGE_SIZE)
+		mirror_set(&c->mirror, a, MIR_READ | MIR_LOCAL);
+	mirror_unlock(&c->mirror);
+	if (parked)
+		kick();
+	reg_broadcast();
+}
+
+/*
+ * A clean duplicate goes back to its device (an eviction): the copy there
+ * is still good, so the page is claimed as a host page to migrate (still
+ * write-protected: a CPU write aborts it) but keeps its slot, returned for
+ * the commit. The device stops mapping its copy meanwhile.
+ */
+uint64_t page_claim_clean(struct hmm_device_core *c, uintptr_t addr, uint64_t *w)
+{
+	uint64_t slot = pw_slot(*w);
+
+	rt_assert((*w & PW_DUP) && pw_aux(*w) == dev_loc(c) && !(*w & PW_BUSY));
+	mirror_lock(&c->mirror);
+	mirror_invalidate(&c->mirror, addr, addr + PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	set_word(w, with_aux(*w & ~PW_DUP, 0, 0) | PW_BUSY);
+	return slot;
+}
+
+/*
  * A CPU write (or unset advice, or a migration) collapses a duplicate: the
  * device stops reading its copy before the CPU may write the host's.
  */

@@ -135,6 +135,7 @@ struct dma_job {
 	void *arg;
 	bool dontwake;      /* MOVE_OUT, COPY_OUT: the submitter wakes waiters after committing */
 	bool urgent;        /* a CPU fault waits for it: ahead of the bulk jobs queued */
+	bool wp;            /* COPY_OUT: install write-protected (a clean copy stays on the device) */
 	bool done;
 };
 
@@ -200,6 +201,10 @@ static inline bool dev_movable(const struct hmm_device_core *c)
 static inline bool dev_host_mapped(const struct hmm_device_core *c)
 {
 	return c->dev->caps & (HMM_DEVCAP_HOST_MAPPED | HMM_DEVCAP_MOVABLE);
+}
+static inline bool dev_keep_clean(const struct hmm_device_core *c)
+{
+	return (c->dev->caps & HMM_DEVCAP_KEEP_CLEAN) && !dev_host_mapped(c);
 }
 static inline void *dev_slot_addr(const struct hmm_device_core *c, uint64_t slot)
 {
@@ -429,6 +434,9 @@ void page_grant_exclusive(struct hmm_device_core *c, struct range *r, uintptr_t 
 			  uint64_t slot);
 void page_end_exclusive(uint64_t *w, bool holding_stale);
 void page_commit_dup(struct hmm_device_core *c, struct range *r, uintptr_t addr, uint64_t slot);
+void pages_commit_to_host_clean(struct hmm_device_core *c, struct range *r, uintptr_t addr,
+				size_t n);
+uint64_t page_claim_clean(struct hmm_device_core *c, uintptr_t addr, uint64_t *w);
 void page_collapse_dup(uintptr_t addr, uint64_t *w);
 uint64_t page_move_out(uint64_t *w);
 void page_drop_moved(uintptr_t addr, uint64_t word);
