@@ -23,9 +23,14 @@
  * next transfer, on the DMA queue thread; all of them when the file system
  * is full), so the file holds little more than what the process has here.
  *
- * A CPU fault reads its pages on the fault thread (fetch). Writes go out
- * from registered staging memory (see STAGING for why not from the
+ * An isolated CPU fault reads its pages on the fault thread (fetch); faults
+ * from many threads, and streams with their read-ahead, come through the
+ * DMA queue, which hands them over together: every descriptor of a dma
+ * call goes out as requests of up to STAGING bytes, qd in flight. Writes
+ * go out from registered staging memory (see STAGING for why not from the
  * program's pages); reads land in the runtime's bounce buffers directly.
+ * A page read home keeps its blocks until it is written
+ * (HMM_DEVCAP_KEEP_CLEAN): evicting it again while clean writes nothing.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -43,7 +43,10 @@
  *                          DEVICE(k)+BUSY --- pages_commit_to_host --> HOST
  *
  * pages_commit_to_host also takes an unclaimed DEVICE page home (a CPU fault
- * served on the fault thread); page_drop takes any unclaimed page to HOST
+ * served on the fault thread); on a device that keeps clean copies
+ * (HMM_DEVCAP_KEEP_CLEAN) pages_commit_to_host_clean takes it to DUP(k)
+ * instead, and page_claim_clean claims a DUP(k) page for eviction to k with
+ * its slot (nothing to copy); page_drop takes any unclaimed page to HOST
  * when its contents are gone (munmap, MADV_DONTNEED, a reclaimed duplicate);
  * page_move_out hands a word to its new address after mremap.
  *
