@@ -258,9 +258,19 @@ struct async_fault {
 	pid_t tid;
 	unsigned attempts;
 	bool readahead;     /* nobody waits for it: a failure only leaves the pages where they are */
+	bool clean;         /* the device keeps its copy: the pages come home as duplicates */
 };
 
-/* Queue thread: the copy home finished; commit, then wake the faulter. */
+/*
+ * Queue thread: the copy home finished; commit, then wake the faulter.
+ *
+ * The pages were installed write-protected while still claimed, so that
+ * nobody writes them before this commit: a page emptied meanwhile
+ * (MADV_DONTNEED, a freed block an allocator purged) holds what the copy
+ * put there, and must read as zero, but the program may already be using
+ * it again. It is emptied here before its claim ends: a write to it parks
+ * (fault_wp) until then, and faults again onto an empty page.
+ */
 static void async_done(struct dma_job *job)
 {
 	struct async_fault *af = container_of(job, struct async_fault, job);
@@ -271,17 +281,34 @@ static void async_done(struct dma_job *job)
 
 	reg_lock();
 	r = reg_lookup(run->addr);
-	/* Emptied while coming home: installed all the same, so emptied again below. */
 	for (size_t i = 0; r && i < done; i++)
 		if (*range_word(r, run->addr + i * PAGE_SIZE) & PW_DISCARD)
 			discarded[ndiscarded++] = run->addr + i * PAGE_SIZE;
-	/* Installed write-protected (job.wp); not kept if emptied meanwhile. */
-	if (r && done)
-		commit_home(af->c, r, run->addr, done, job->wp && !ndiscarded);
+	if (ndiscarded) {
+		reg_unlock();
+		for (size_t i = 0; i < ndiscarded; i++)
+			zap_page(discarded[i]);
+		reg_lock();
+		r = reg_lookup(run->addr);
+	}
+	/* Runs of pages committed; emptied ones end their claim and are dropped. */
+	for (size_t i = 0, k; r && i < done; i += k) {
+		uintptr_t at = run->addr + i * PAGE_SIZE;
+
+		for (k = 0; i + k < done && !(*range_word(r, at + k * PAGE_SIZE) & PW_DISCARD); k++)
+			;
+		if (!k) {
+			pages_release(r, at, 1);
+			k = 1;
+			continue;
+		}
+		commit_home(af->c, r, at, k, af->clean);
+		if (!af->clean)
+			uffd_protect(at, k * PAGE_SIZE, false, false);
+	}
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
 		uint64_t *w = range_word(r, rest);
-
 		/* -ENOENT: unmapped under us (its event follows), not a failed copy. */
 		bool failed = !done && !af->readahead && run->d.status != -ENOENT;
 
@@ -300,8 +327,6 @@ static void async_done(struct dma_job *job)
 	 */
 	uffd_wake(run->addr, (size_t)run->d.npages * PAGE_SIZE);
 	reg_unlock();
-	for (size_t i = 0; i < ndiscarded; i++)
-		zap_page(discarded[i]);
 	meta_free(af, sizeof(*af));
 }
 
@@ -330,7 +355,8 @@ static bool fault_in_async(struct hmm_device_core *c, struct range *r, uintptr_t
 	af->job.complete = async_done;
 	af->job.dontwake = true;
 	af->job.urgent = true;
-	af->job.wp = keeps_clean(c, r);
+	af->job.wp = true; /* no write before the commit (async_done) */
+	af->clean = keeps_clean(c, r);
 	for (size_t i = 0; i < n; i++)
 		page_claim(&w[i]);
 	c->last_fault_end = addr + n * PAGE_SIZE;
@@ -451,6 +477,9 @@ enum fault_result fault_wp(struct range *r, uintptr_t addr)
 	int err;
 
 	if ((*w & (PW_BUSY | PW_ZAPPING)) == (PW_BUSY | PW_ZAPPING))
+		return FAULT_PARK;
+	/* Installed by a queued fault-in, not committed yet (async_done): wait for it. */
+	if ((*w & PW_BUSY) && pw_loc(*w))
 		return FAULT_PARK;
 	if (*w & PW_BUSY)
 		page_mark_aborted(w); /* the CPU wins; the copy in flight is dropped */
