@@ -407,8 +407,15 @@ static bool backing_off(struct hmm_device_core *c, uint64_t now)
 	return false;
 }
 
-/* The CLOCK sweep: evict unreferenced, unpinned blocks until need pages left. */
-static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
+/*
+ * The CLOCK sweep: evict unreferenced, unpinned blocks until need pages have
+ * left; if they were too few to bring residency down by must pages (to the
+ * limit), pinned and referenced blocks too. A pin keeps a thrashing block
+ * home while the limit leaves room for it, no longer: a program that scans
+ * more than the limit over and over pins a block after another, and pins
+ * that filled the limit would stop it.
+ */
+static size_t sweep(struct hmm_device_core *c, size_t need, size_t must, uint64_t now)
 {
 	size_t start = 0, moved = 0;
 	bool full = false, nospace = false;
@@ -417,17 +424,28 @@ static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
 		return 0;
 	while (start < pager.nres && pager.res[start].block < pager.hand)
 		start++;
-	/* Two turns: the first may only clear reference bits. */
-	for (size_t k = 0; k < 2 * pager.nres && moved < need && !full && !nospace; k++) {
+	/* Two turns: the first may only clear reference bits. A third if must says so. */
+	for (size_t k = 0; k < 3 * pager.nres && !full && !nospace; k++) {
 		const struct resident *res = &pager.res[(start + k) % pager.nres];
-		struct block *b = get(res->block, now);
+		bool forced = k >= 2 * pager.nres;
+		struct block *b;
 
+		if (moved >= (forced ? must : need))
+			break;
+		b = get(res->block, now);
 		pager.hand = res->block + BLOCK_SIZE;
-		if (!b || b->pinned_until_ns > now || b->evicted_ns == now)
-			continue; /* pinned, or already evicted on the first turn */
-		if (b->ref) {
+		if (!b || b->evicted_ns == now)
+			continue; /* already evicted on an earlier turn */
+		if (!forced && b->pinned_until_ns > now)
+			continue;
+		if (!forced && b->ref) {
 			b->ref = 0;
 			continue;
+		}
+		if (forced && b->pinned_until_ns > now) {
+			log_debug("host limit: block 0x%lx leaves though pinned: no room for it",
+				  (unsigned long)b->addr);
+			b->pinned_until_ns = 0;
 		}
 		moved += evict(c, res, &full, &nospace);
 		b->evicted_ns = now;
@@ -483,7 +501,7 @@ void pager_tick(bool urgent)
 		goto out;
 	/* Down to a low watermark, so the next eviction is not due at once. */
 	low = limit - MIN(limit / 16 + BLOCK_SIZE / PAGE_SIZE, limit / 2);
-	moved = sweep(c, pager.measured_pages - low, now);
+	moved = sweep(c, pager.measured_pages - low, pager.measured_pages - limit, now);
 	STAT_ADD(evictions, moved);
 	pager.measured_pages -= MIN(moved, pager.measured_pages);
 	/* A round that moved some may be followed by one that moves more. */
