@@ -78,6 +78,7 @@ static void *agent_main(void *arg)
 		}
 		pthread_mutex_unlock(&ag.lock);
 		if (rt_hold()) {
+			pager_agent_busy(true);
 			reg_lock();
 			reg_catch_up();
 			reg_unlock();
@@ -87,6 +88,7 @@ static void *agent_main(void *arg)
 				chaos_tick();
 			if (due(&t[0], now))
 				stats_publish();
+			pager_agent_busy(false);
 			rt_leave();
 		}
 		pthread_mutex_lock(&ag.lock);

@@ -16,10 +16,15 @@
  * little slack is throttled (the faulting thread stays asleep in the kernel,
  * handler.c) and the agent is woken to evict at once; the thread faults again
  * once there is room. The fault thread itself never evicts: it may not wait.
+ * Each block evicted makes room at once (a sleeper need not wait for the end
+ * of the round), and a throttled fault waits as long as eviction makes
+ * progress, however slow the device: the limit holds against any allocator.
  * When nothing can be evicted (the device is full, every block is pinned) or
- * a throttled fault waits too long (the agent may be held behind a fork the
- * sleeper's own thread holds up), the throttle is off for a while, with one
- * log line: the limit is exceeded rather than the program stopped. A device
+ * no eviction has completed for STALL_NS while a fault waits (the agent may
+ * be held behind a fork the sleeper's own thread holds up, through the gate),
+ * the throttle is off, with one log line: the limit is exceeded rather than
+ * the program stopped. It is on again as soon as an eviction completes, or
+ * after STUCK_NS at the latest. A device
  * whose store is full (ENOSPC) is left alone for a while, a second, twice as
  * long each time it is still full, or until a block's worth of its pages
  * has left it: every try would write a batch only to have it fail.
@@ -46,6 +51,8 @@
 #define MAX_PIN_SHIFT 4
 #define RESCAN_NS 1000000000ull     /* measure at least this often */
 #define STUCK_NS 1000000000ull      /* no throttling for this long after a failed reclaim */
+#define STALL_NS 200000000ull       /* a throttled fault waits this long with no eviction done */
+#define ROUND_MAX_NS 5000000000ull  /* ... or with an agent round under way for this long */
 #define FULL_NS 1000000000ull       /* no eviction to a full store for this long at first */
 #define MAX_FULL_SHIFT 4
 
@@ -81,6 +88,8 @@ static struct {
 	_Atomic int64_t base;       /* resident pages minus arrivals(), at the last look */
 	_Atomic bool can_evict;     /* a device to evict to */
 	_Atomic uint64_t stuck_until_ns;
+	_Atomic uint64_t progress_ns;   /* when an eviction last completed */
+	_Atomic uint64_t round_ns;      /* when the agent's round under way began; else 0 */
 	_Atomic bool warned_stuck;
 
 	/* agent only */
@@ -168,6 +177,33 @@ void pager_set_wake(void (*fn)(void))
 	atomic_store_explicit(&pager.wake, fn, memory_order_release);
 	if (!fn) /* nobody left to make room: nobody may wait for it */
 		atomic_store(&pager.can_evict, false);
+}
+
+void pager_agent_busy(bool busy)
+{
+	atomic_store_explicit(&pager.round_ns, busy ? now_ns() : 0, memory_order_relaxed);
+}
+
+/*
+ * Has a fault that was throttled at since waited in vain? Only once no
+ * eviction has completed for STALL_NS either, and the agent is not in a
+ * round: a slow device is no reason to let the limit go (an O_DIRECT write
+ * per run, a storage tier's DMA thread busy punching released slots for a
+ * second, while the agent waits for it in an eviction or in a chaos
+ * migration), an agent that cannot start a round (the gate) is. A round
+ * never waits for an application thread (the copies into a device fault on
+ * the DMA thread, an internal one); one under way for ROUND_MAX_NS counts
+ * as stuck all the same, so that no fault waits forever on a device that
+ * hangs.
+ */
+bool pager_stalled(uint64_t since, uint64_t now)
+{
+	uint64_t last = MAX(since, atomic_load_explicit(&pager.progress_ns, memory_order_relaxed));
+	uint64_t round = atomic_load_explicit(&pager.round_ns, memory_order_relaxed);
+
+	if (round && (round >= now || now - round < ROUND_MAX_NS))
+		return false;
+	return now > last && now - last >= STALL_NS;
 }
 
 /* Stop throttling for a while: the limit cannot be held right now. */
@@ -357,6 +393,17 @@ static struct hmm_device_core *first_device(void)
 	return NULL;
 }
 
+/*
+ * Pages have left the host: a throttled fault may find room now, without
+ * waiting for the round to end, and a limit that gave way holds again.
+ */
+static void made_room(size_t pages)
+{
+	atomic_fetch_sub(&pager.base, (int64_t)pages);
+	atomic_store(&pager.progress_ns, now_ns());
+	atomic_store(&pager.stuck_until_ns, 0);
+}
+
 /* Move one block's resident runs to c; returns the pages moved. */
 static size_t evict(struct hmm_device_core *c, const struct resident *res, bool *full,
 		    bool *nospace)
@@ -369,6 +416,8 @@ static size_t evict(struct hmm_device_core *c, const struct resident *res, bool 
 
 		if (mig_range(run->start, run->end, c, &mr))
 			continue; /* unmapped or changed since we looked: nothing to do */
+		if (mr.placed)
+			made_room(mr.placed);
 		moved += mr.placed;
 		if (mr.enomem || mr.enospc) {
 			*full = mr.enomem;
@@ -520,6 +569,7 @@ void pager_fork_child(void)
 	atomic_store(&pager.urgent, false);
 	atomic_store(&pager.can_evict, false);
 	atomic_store(&pager.wake, NULL);
+	atomic_store(&pager.round_ns, 0);
 	pager.measured_pages = 0;
 	pager.measured_ns = 0;
 	pager.full = NULL;
