@@ -77,8 +77,9 @@ static void *agent_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&ag.lock);
+		pager_agent_phase(AGENT_AT_GATE);
 		if (rt_hold()) {
-			pager_agent_busy(true);
+			pager_agent_phase(AGENT_ROUND);
 			reg_lock();
 			reg_catch_up();
 			reg_unlock();
@@ -88,9 +89,9 @@ static void *agent_main(void *arg)
 				chaos_tick();
 			if (due(&t[0], now))
 				stats_publish();
-			pager_agent_busy(false);
 			rt_leave();
 		}
+		pager_agent_phase(AGENT_IDLE);
 		pthread_mutex_lock(&ag.lock);
 	}
 	pthread_mutex_unlock(&ag.lock);

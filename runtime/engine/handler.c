@@ -228,9 +228,8 @@ static bool still_busy(uintptr_t addr)
 
 /*
  * A throttled fault waits while host memory is past the limit and the agent
- * makes room, however slowly; not once evictions have stopped: the agent may
- * be stuck behind a fork that the sleeper's own thread holds up (it may hold
- * the gate).
+ * can make room, however slowly; not once it is stuck: behind a fork that
+ * the sleeper's own thread may hold up (it may hold the gate).
  */
 static bool still_throttled(const struct parked *p, uint64_t now)
 {
@@ -238,7 +237,7 @@ static bool still_throttled(const struct parked *p, uint64_t now)
 		return false;
 	if (!pager_stalled(p->throttled_ns, now))
 		return true;
-	pager_give_up("no eviction completed while a fault waited for room");
+	pager_give_up("the agent cannot make room for a waiting fault");
 	return false;
 }
 

@@ -19,12 +19,13 @@
  * Each block evicted makes room at once (a sleeper need not wait for the end
  * of the round), and a throttled fault waits as long as eviction makes
  * progress, however slow the device: the limit holds against any allocator.
- * When nothing can be evicted (the device is full, every block is pinned) or
- * no eviction has completed for STALL_NS while a fault waits (the agent may
- * be held behind a fork the sleeper's own thread holds up, through the gate),
- * the throttle is off, with one log line: the limit is exceeded rather than
- * the program stopped. It is on again as soon as an eviction completes, or
- * after STUCK_NS at the latest. A device
+ * When nothing can be evicted (the device is full, every block is pinned),
+ * when the agent has waited STALL_NS at the gate while a fault waits (held
+ * behind a fork the sleeper's own thread may hold up), or when no eviction
+ * has completed for IDLE_MAX_NS while a fault waits (stuck where we cannot
+ * see), the throttle is off, with one log line: the limit is exceeded
+ * rather than the program stopped. It is on again as soon as an eviction
+ * completes, or after STUCK_NS at the latest. A device
  * whose store is full (ENOSPC) is left alone for a while, a second, twice as
  * long each time it is still full, or until a block's worth of its pages
  * has left it: every try would write a batch only to have it fail.
@@ -51,8 +52,8 @@
 #define MAX_PIN_SHIFT 4
 #define RESCAN_NS 1000000000ull     /* measure at least this often */
 #define STUCK_NS 1000000000ull      /* no throttling for this long after a failed reclaim */
-#define STALL_NS 200000000ull       /* a throttled fault waits this long with no eviction done */
-#define ROUND_MAX_NS 5000000000ull  /* ... or with an agent round under way for this long */
+#define STALL_NS 200000000ull       /* a throttled fault waits this long with the agent at the gate */
+#define IDLE_MAX_NS 5000000000ull   /* ... or this long with no eviction done, whatever the agent does */
 #define FULL_NS 1000000000ull       /* no eviction to a full store for this long at first */
 #define MAX_FULL_SHIFT 4
 
@@ -89,7 +90,7 @@ static struct {
 	_Atomic bool can_evict;     /* a device to evict to */
 	_Atomic uint64_t stuck_until_ns;
 	_Atomic uint64_t progress_ns;   /* when an eviction last completed */
-	_Atomic uint64_t round_ns;      /* when the agent's round under way began; else 0 */
+	_Atomic uint64_t agent;         /* enum agent_phase | the time it began (ns, low bits off) */
 	_Atomic bool warned_stuck;
 
 	/* agent only */
@@ -179,31 +180,37 @@ void pager_set_wake(void (*fn)(void))
 		atomic_store(&pager.can_evict, false);
 }
 
-void pager_agent_busy(bool busy)
+void pager_agent_phase(enum agent_phase phase)
 {
-	atomic_store_explicit(&pager.round_ns, busy ? now_ns() : 0, memory_order_relaxed);
+	atomic_store_explicit(&pager.agent, (now_ns() & ~3ull) | phase, memory_order_relaxed);
 }
 
 /*
- * Has a fault that was throttled at since waited in vain? Only once no
- * eviction has completed for STALL_NS either, and the agent is not in a
- * round: a slow device is no reason to let the limit go (an O_DIRECT write
- * per run, a storage tier's DMA thread busy punching released slots for a
- * second, while the agent waits for it in an eviction or in a chaos
- * migration), an agent that cannot start a round (the gate) is. A round
- * never waits for an application thread (the copies into a device fault on
- * the DMA thread, an internal one); one under way for ROUND_MAX_NS counts
- * as stuck all the same, so that no fault waits forever on a device that
- * hangs.
+ * Has a fault that was throttled at since waited in vain? Not while the
+ * agent can work: a slow device is no reason to let the limit go (an
+ * O_DIRECT write per run, a storage tier's DMA thread busy punching
+ * released slots for a second while the agent waits for it), nor is a
+ * process that was not given a CPU for a while (every thread of it, the
+ * agent too: wall time alone would call that stuck). The agent is stuck
+ * when it has waited at the gate for STALL_NS: a fork or hmm_fini waits
+ * for every call in flight to leave, and one of those may be the thread
+ * that sleeps here. Anything else that could hold it (it never waits for
+ * an application thread otherwise: the copies into a device fault on the
+ * DMA thread, an internal one) is caught by IDLE_MAX_NS without an
+ * eviction, so that no fault waits forever.
  */
 bool pager_stalled(uint64_t since, uint64_t now)
 {
+	uint64_t agent = atomic_load_explicit(&pager.agent, memory_order_relaxed);
 	uint64_t last = MAX(since, atomic_load_explicit(&pager.progress_ns, memory_order_relaxed));
-	uint64_t round = atomic_load_explicit(&pager.round_ns, memory_order_relaxed);
+	uint64_t at = agent & ~3ull;
 
-	if (round && (round >= now || now - round < ROUND_MAX_NS))
+	if (now <= last)
 		return false;
-	return now > last && now - last >= STALL_NS;
+	if ((agent & 3) == AGENT_AT_GATE && now - last >= STALL_NS && now > at &&
+	    now - at >= STALL_NS)
+		return true;
+	return now - last >= IDLE_MAX_NS;
 }
 
 /* Stop throttling for a while: the limit cannot be held right now. */
@@ -569,7 +576,7 @@ void pager_fork_child(void)
 	atomic_store(&pager.urgent, false);
 	atomic_store(&pager.can_evict, false);
 	atomic_store(&pager.wake, NULL);
-	atomic_store(&pager.round_ns, 0);
+	atomic_store(&pager.agent, AGENT_IDLE);
 	pager.measured_pages = 0;
 	pager.measured_ns = 0;
 	pager.full = NULL;
