@@ -77,7 +77,9 @@ static void *agent_main(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&ag.lock);
+		pager_agent_phase(AGENT_AT_GATE);
 		if (rt_hold()) {
+			pager_agent_phase(AGENT_ROUND);
 			reg_lock();
 			reg_catch_up();
 			reg_unlock();
@@ -89,6 +91,7 @@ static void *agent_main(void *arg)
 				stats_publish();
 			rt_leave();
 		}
+		pager_agent_phase(AGENT_IDLE);
 		pthread_mutex_lock(&ag.lock);
 	}
 	pthread_mutex_unlock(&ag.lock);

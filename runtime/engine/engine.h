@@ -201,6 +201,15 @@ bool pager_throttle(void);
 bool pager_has_room(size_t pages);  /* read-ahead of that many pages stays under the limit */
 bool pager_take_urgent(void);       /* a throttled fault waits: the agent runs a round now */
 void pager_set_wake(void (*fn)(void));  /* how pager_throttle wakes the agent */
+/* What the agent is doing, for pager_stalled: it says so when it changes. */
+enum agent_phase {
+	AGENT_IDLE,                 /* asleep until its next round: it will come */
+	AGENT_AT_GATE,              /* waiting to hold the gate for a round (rt_hold) */
+	AGENT_ROUND,                /* in a round */
+};
+void pager_agent_phase(enum agent_phase phase);
+/* Any thread: a fault throttled at since waits in vain (the agent is stuck); logs nothing. */
+bool pager_stalled(uint64_t since, uint64_t now);
 /* The limit cannot be held now (why: for the one log line): no throttling for a while. */
 void pager_give_up(const char *why);
 void pager_fork_child(void);

@@ -27,7 +27,6 @@
 #define MAX_PARKED 4096
 #define MAX_ZAPS 64
 #define BACKLOG 1024
-#define THROTTLE_MAX_NS 200000000ull  /* then the host limit gives way */
 
 /* A faulting thread asleep until its page is free: we wake it, it faults again. */
 struct parked {
@@ -229,17 +228,17 @@ static bool still_busy(uintptr_t addr)
 }
 
 /*
- * A throttled fault waits while host memory is past the limit, but not
- * forever: the agent that would make room may be stuck behind a fork that
- * the sleeper's own thread holds up (it may hold the gate).
+ * A throttled fault waits while host memory is past the limit and the agent
+ * can make room, however slowly; not once it is stuck: behind a fork that
+ * the sleeper's own thread may hold up (it may hold the gate).
  */
 static bool still_throttled(const struct parked *p, uint64_t now)
 {
 	if (!pager_over_limit())
 		return false;
-	if (now - p->throttled_ns < THROTTLE_MAX_NS)
+	if (!pager_stalled(p->throttled_ns, now))
 		return true;
-	pager_give_up("a fault waited too long for room");
+	pager_give_up("the agent cannot make room for a waiting fault");
 	return false;
 }
 

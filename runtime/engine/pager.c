@@ -16,10 +16,16 @@
  * little slack is throttled (the faulting thread stays asleep in the kernel,
  * handler.c) and the agent is woken to evict at once; the thread faults again
  * once there is room. The fault thread itself never evicts: it may not wait.
- * When nothing can be evicted (the device is full, every block is pinned) or
- * a throttled fault waits too long (the agent may be held behind a fork the
- * sleeper's own thread holds up), the throttle is off for a while, with one
- * log line: the limit is exceeded rather than the program stopped. A device
+ * Each block evicted makes room at once (a sleeper need not wait for the end
+ * of the round), and a throttled fault waits as long as eviction makes
+ * progress, however slow the device: the limit holds against any allocator.
+ * When nothing can be evicted (the device is full, every block is pinned),
+ * when the agent has waited STALL_NS at the gate while a fault waits (held
+ * behind a fork the sleeper's own thread may hold up), or when no eviction
+ * has completed for IDLE_MAX_NS while a fault waits (stuck where we cannot
+ * see), the throttle is off, with one log line: the limit is exceeded
+ * rather than the program stopped. It is on again as soon as an eviction
+ * completes, or after STUCK_NS at the latest. A device
  * whose store is full (ENOSPC) is left alone for a while, a second, twice as
  * long each time it is still full, or until a block's worth of its pages
  * has left it: every try would write a batch only to have it fail.
@@ -46,6 +52,8 @@
 #define MAX_PIN_SHIFT 4
 #define RESCAN_NS 1000000000ull     /* measure at least this often */
 #define STUCK_NS 1000000000ull      /* no throttling for this long after a failed reclaim */
+#define STALL_NS 200000000ull       /* a throttled fault waits this long with the agent at the gate */
+#define IDLE_MAX_NS 5000000000ull   /* ... or this long with no eviction done, whatever the agent does */
 #define FULL_NS 1000000000ull       /* no eviction to a full store for this long at first */
 #define MAX_FULL_SHIFT 4
 
@@ -81,6 +89,8 @@ static struct {
 	_Atomic int64_t base;       /* resident pages minus arrivals(), at the last look */
 	_Atomic bool can_evict;     /* a device to evict to */
 	_Atomic uint64_t stuck_until_ns;
+	_Atomic uint64_t progress_ns;   /* when an eviction last completed */
+	_Atomic uint64_t agent;         /* enum agent_phase | the time it began (ns, low bits off) */
 	_Atomic bool warned_stuck;
 
 	/* agent only */
@@ -168,6 +178,39 @@ void pager_set_wake(void (*fn)(void))
 	atomic_store_explicit(&pager.wake, fn, memory_order_release);
 	if (!fn) /* nobody left to make room: nobody may wait for it */
 		atomic_store(&pager.can_evict, false);
+}
+
+void pager_agent_phase(enum agent_phase phase)
+{
+	atomic_store_explicit(&pager.agent, (now_ns() & ~3ull) | phase, memory_order_relaxed);
+}
+
+/*
+ * Has a fault that was throttled at since waited in vain? Not while the
+ * agent can work: a slow device is no reason to let the limit go (an
+ * O_DIRECT write per run, a storage tier's DMA thread busy punching
+ * released slots for a second while the agent waits for it), nor is a
+ * process that was not given a CPU for a while (every thread of it, the
+ * agent too: wall time alone would call that stuck). The agent is stuck
+ * when it has waited at the gate for STALL_NS: a fork or hmm_fini waits
+ * for every call in flight to leave, and one of those may be the thread
+ * that sleeps here. Anything else that could hold it (it never waits for
+ * an application thread otherwise: the copies into a device fault on the
+ * DMA thread, an internal one) is caught by IDLE_MAX_NS without an
+ * eviction, so that no fault waits forever.
+ */
+bool pager_stalled(uint64_t since, uint64_t now)
+{
+	uint64_t agent = atomic_load_explicit(&pager.agent, memory_order_relaxed);
+	uint64_t last = MAX(since, atomic_load_explicit(&pager.progress_ns, memory_order_relaxed));
+	uint64_t at = agent & ~3ull;
+
+	if (now <= last)
+		return false;
+	if ((agent & 3) == AGENT_AT_GATE && now - last >= STALL_NS && now > at &&
+	    now - at >= STALL_NS)
+		return true;
+	return now - last >= IDLE_MAX_NS;
 }
 
 /* Stop throttling for a while: the limit cannot be held right now. */
@@ -357,6 +400,17 @@ static struct hmm_device_core *first_device(void)
 	return NULL;
 }
 
+/*
+ * Pages have left the host: a throttled fault may find room now, without
+ * waiting for the round to end, and a limit that gave way holds again.
+ */
+static void made_room(size_t pages)
+{
+	atomic_fetch_sub(&pager.base, (int64_t)pages);
+	atomic_store(&pager.progress_ns, now_ns());
+	atomic_store(&pager.stuck_until_ns, 0);
+}
+
 /* Move one block's resident runs to c; returns the pages moved. */
 static size_t evict(struct hmm_device_core *c, const struct resident *res, bool *full,
 		    bool *nospace)
@@ -369,6 +423,8 @@ static size_t evict(struct hmm_device_core *c, const struct resident *res, bool 
 
 		if (mig_range(run->start, run->end, c, &mr))
 			continue; /* unmapped or changed since we looked: nothing to do */
+		if (mr.placed)
+			made_room(mr.placed);
 		moved += mr.placed;
 		if (mr.enomem || mr.enospc) {
 			*full = mr.enomem;
@@ -407,8 +463,15 @@ static bool backing_off(struct hmm_device_core *c, uint64_t now)
 	return false;
 }
 
-/* The CLOCK sweep: evict unreferenced, unpinned blocks until need pages left. */
-static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
+/*
+ * The CLOCK sweep: evict unreferenced, unpinned blocks until need pages have
+ * left; if they were too few to bring residency down by must pages (to the
+ * limit), pinned and referenced blocks too. A pin keeps a thrashing block
+ * home while the limit leaves room for it, no longer: a program that scans
+ * more than the limit over and over pins a block after another, and pins
+ * that filled the limit would stop it.
+ */
+static size_t sweep(struct hmm_device_core *c, size_t need, size_t must, uint64_t now)
 {
 	size_t start = 0, moved = 0;
 	bool full = false, nospace = false;
@@ -417,17 +480,28 @@ static size_t sweep(struct hmm_device_core *c, size_t need, uint64_t now)
 		return 0;
 	while (start < pager.nres && pager.res[start].block < pager.hand)
 		start++;
-	/* Two turns: the first may only clear reference bits. */
-	for (size_t k = 0; k < 2 * pager.nres && moved < need && !full && !nospace; k++) {
+	/* Two turns: the first may only clear reference bits. A third if must says so. */
+	for (size_t k = 0; k < 3 * pager.nres && !full && !nospace; k++) {
 		const struct resident *res = &pager.res[(start + k) % pager.nres];
-		struct block *b = get(res->block, now);
+		bool forced = k >= 2 * pager.nres;
+		struct block *b;
 
+		if (moved >= (forced ? must : need))
+			break;
+		b = get(res->block, now);
 		pager.hand = res->block + BLOCK_SIZE;
-		if (!b || b->pinned_until_ns > now || b->evicted_ns == now)
-			continue; /* pinned, or already evicted on the first turn */
-		if (b->ref) {
+		if (!b || b->evicted_ns == now)
+			continue; /* already evicted on an earlier turn */
+		if (!forced && b->pinned_until_ns > now)
+			continue;
+		if (!forced && b->ref) {
 			b->ref = 0;
 			continue;
+		}
+		if (forced && b->pinned_until_ns > now) {
+			log_debug("host limit: block 0x%lx leaves though pinned: no room for it",
+				  (unsigned long)b->addr);
+			b->pinned_until_ns = 0;
 		}
 		moved += evict(c, res, &full, &nospace);
 		b->evicted_ns = now;
@@ -483,7 +557,7 @@ void pager_tick(bool urgent)
 		goto out;
 	/* Down to a low watermark, so the next eviction is not due at once. */
 	low = limit - MIN(limit / 16 + BLOCK_SIZE / PAGE_SIZE, limit / 2);
-	moved = sweep(c, pager.measured_pages - low, now);
+	moved = sweep(c, pager.measured_pages - low, pager.measured_pages - limit, now);
 	STAT_ADD(evictions, moved);
 	pager.measured_pages -= MIN(moved, pager.measured_pages);
 	/* A round that moved some may be followed by one that moves more. */
@@ -502,6 +576,7 @@ void pager_fork_child(void)
 	atomic_store(&pager.urgent, false);
 	atomic_store(&pager.can_evict, false);
 	atomic_store(&pager.wake, NULL);
+	atomic_store(&pager.agent, AGENT_IDLE);
 	pager.measured_pages = 0;
 	pager.measured_ns = 0;
 	pager.full = NULL;
