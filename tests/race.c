@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * Races: migrations in both directions (and across devices) run while the
- * CPU writes, the device writes, both do atomics, the mapping is unmapped,
- * and the process forks. No write is ever lost, no count is off, nothing
+ * CPU writes, the device writes, both do atomics, the CPU empties pages
+ * (madvise), the mapping is unmapped, and the process forks. No write is ever lost, no count is off, nothing
  * hangs or crashes, and all device memory comes back.
  * UHMM_STRESS_MS sets how long each case runs (default 1000).
  */
@@ -204,6 +204,76 @@ static int atomics(void)
 	return T_PASS;
 }
 
+/*
+ * Each writer owns the pages page % of == id, writes them, and now and then
+ * empties one (MADV_DONTNEED, as an allocator purges a free block) while
+ * its data may be on its way home: once madvise returns the page reads
+ * zero, however the copy in flight landed, and what is written after it
+ * stays.
+ */
+static void *discarder(void *arg)
+{
+	struct writer *wr = arg;
+	struct race *r = wr->r;
+	unsigned seed = wr->id * 7919u + 1;
+	int v = 0;
+
+	while (!atomic_load(&r->stop)) {
+		size_t page = (rnd(&seed) % (r->npages / wr->of)) * wr->of + wr->id;
+		int *at = &r->p[page * IPP];
+
+		if (rnd(&seed) % 8) {
+			size_t i = rnd(&seed) % IPP;
+
+			at[i] = ++v;
+			r->shadow[page * IPP + i] = v;
+			continue;
+		}
+		if (madvise(at, PAGE, MADV_DONTNEED)) {
+			atomic_fetch_add(&r->errors, 1);
+			continue;
+		}
+		for (size_t i = 0; i < IPP; i++)
+			if (at[i]) {
+				fprintf(stderr, "  # page %zu reads %d at int %zu after MADV_DONTNEED\n",
+					page, at[i], i);
+				atomic_fetch_add(&r->errors, 1);
+				break;
+			}
+		memset(&r->shadow[page * IPP], 0, PAGE);
+	}
+	return NULL;
+}
+
+static int discards(void)
+{
+	struct race r = { .npages = RP };
+	struct writer w[3] = { { &r, 0, 3, false }, { &r, 1, 3, false }, { &r, 2, 3, false } };
+	pthread_t mt, wt[3];
+
+	r.p = hmm_alloc(RP * PAGE);
+	r.shadow = calloc(RP, PAGE);
+	CHECK(r.p && r.shadow);
+	memset(r.p, 0, RP * PAGE);
+	CHECK_OK(pthread_create(&mt, NULL, migrator, &r));
+	for (int i = 0; i < 3; i++)
+		CHECK_OK(pthread_create(&wt[i], NULL, discarder, &w[i]));
+	usleep(stress_ms() * 1000);
+	atomic_store(&r.stop, true);
+	pthread_join(mt, NULL);
+	for (int i = 0; i < 3; i++)
+		pthread_join(wt[i], NULL);
+	CHECK_EQ(atomic_load(&r.errors), 0);
+	for (size_t i = 0; i < RP * IPP; i++)
+		if (r.p[i] != r.shadow[i]) {
+			t_note("int %zu (page %zu): %d, wrote %d", i, i / IPP, r.p[i], r.shadow[i]);
+			return T_FAIL;
+		}
+	hmm_free(r.p);
+	free(r.shadow);
+	return T_PASS;
+}
+
 struct unmapper {
 	char *p;
 	size_t npages;
@@ -306,5 +376,6 @@ T_MAIN(TEST_CASE(cpu_writes, T_TWO_DEVICES),
        TEST_CASE(cpu_writes_after_fork, T_TWO_DEVICES),
        TEST_CASE(device_writes, T_TWO_DEVICES),
        TEST_CASE(atomics, T_TWO_DEVICES),
+       TEST_CASE(discards, T_TWO_DEVICES),
        TEST_CASE(unmap_vs_migration, T_TWO_DEVICES),
        TEST_CASE(fork_vs_migration, T_TWO_DEVICES))

@@ -40,8 +40,8 @@ static void parent(void)
 {
 	if (!held)
 		return;
-	reg_unlock();
 	handler_resume();
+	reg_unlock();
 	rt_self.meta_only--;
 	rt_unquiesce();
 }

@@ -101,8 +101,6 @@ int mig_home_everything(struct hmm_device_core *c);
 int mig_home_accessed_by(struct mig_result *res);
 /* One batch of [a, b) home, per device; -EAGAIN: look again. */
 struct home_set;
-/* Empty a page a migration (or a fault) installed after it was discarded; no lock held. */
-void zap_page(uintptr_t addr);
 struct home_set *home_set_new(size_t max);
 void home_set_free(struct home_set *hs, size_t max);
 int home_batch(uintptr_t a, uintptr_t b, struct hmm_device_core *only, unsigned vflags,
@@ -155,7 +153,7 @@ void handler_barrier(void);         /* events read so far are processed */
  * on an event it has not read) but processes nothing until resumed.
  */
 void handler_pause(void);
-void handler_resume(void);
+void handler_resume(void);          /* reg.lock held: applies the events read meanwhile */
 /* A migration's own MADV_DONTNEED of [start, end): its REMOVE event is ours. */
 void handler_own_zap(uintptr_t start, uintptr_t end, bool add);
 /* Fault thread: faults read with the one being served, still to come after it. */

@@ -264,34 +264,22 @@ struct async_fault {
 /*
  * Queue thread: the copy home finished; commit, then wake the faulter.
  *
- * The pages were installed write-protected while still claimed, so that
- * nobody writes them before this commit: a page emptied meanwhile
- * (MADV_DONTNEED, a freed block an allocator purged) holds what the copy
- * put there, and must read as zero, but the program may already be using
- * it again. It is emptied here before its claim ends: a write to it parks
- * (fault_wp) until then, and faults again onto an empty page.
+ * A page emptied while it came home (MADV_DONTNEED, a freed block an
+ * allocator purged) was not installed, or was emptied by the kernel after
+ * it was (dmaq.c installs under reg.lock, which the fault thread applies
+ * events under): it reads as zero, and its claim ends here with nothing
+ * to keep. A clean copy was installed write-protected, so that a write
+ * parks (fault_wp) until the commit makes it a duplicate to collapse.
  */
 static void async_done(struct dma_job *job)
 {
 	struct async_fault *af = container_of(job, struct async_fault, job);
 	struct dma_run *run = &af->run;
-	size_t done = run->d.done, ndiscarded = 0;
-	uintptr_t discarded[PMD_PAGES];
+	size_t done = run->d.done;
 	struct range *r;
 
 	reg_lock();
 	r = reg_lookup(run->addr);
-	for (size_t i = 0; r && i < done; i++)
-		if (*range_word(r, run->addr + i * PAGE_SIZE) & PW_DISCARD)
-			discarded[ndiscarded++] = run->addr + i * PAGE_SIZE;
-	if (ndiscarded) {
-		reg_unlock();
-		for (size_t i = 0; i < ndiscarded; i++)
-			zap_page(discarded[i]);
-		reg_lock();
-		r = reg_lookup(run->addr);
-	}
-	/* Runs of pages committed; emptied ones end their claim and are dropped. */
 	for (size_t i = 0, k; r && i < done; i += k) {
 		uintptr_t at = run->addr + i * PAGE_SIZE;
 
@@ -303,8 +291,6 @@ static void async_done(struct dma_job *job)
 			continue;
 		}
 		commit_home(af->c, r, at, k, af->clean);
-		if (!af->clean)
-			uffd_protect(at, k * PAGE_SIZE, false, false);
 	}
 	if (r && done < run->d.npages) {
 		uintptr_t rest = run->addr + done * PAGE_SIZE;
@@ -355,8 +341,8 @@ static bool fault_in_async(struct hmm_device_core *c, struct range *r, uintptr_t
 	af->job.complete = async_done;
 	af->job.dontwake = true;
 	af->job.urgent = true;
-	af->job.wp = true; /* no write before the commit (async_done) */
 	af->clean = keeps_clean(c, r);
+	af->job.wp = af->clean;
 	for (size_t i = 0; i < n; i++)
 		page_claim(&w[i]);
 	c->last_fault_end = addr + n * PAGE_SIZE;
@@ -478,7 +464,7 @@ enum fault_result fault_wp(struct range *r, uintptr_t addr)
 
 	if ((*w & (PW_BUSY | PW_ZAPPING)) == (PW_BUSY | PW_ZAPPING))
 		return FAULT_PARK;
-	/* Installed by a queued fault-in, not committed yet (async_done): wait for it. */
+	/* A clean copy a queued fault-in installed, not committed yet (async_done): wait. */
 	if ((*w & PW_BUSY) && pw_loc(*w))
 		return FAULT_PARK;
 	if (*w & PW_BUSY)

@@ -66,6 +66,8 @@ static struct {
 	.zap_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
+static void apply_events(const struct uffd_msg *msgs, size_t n);
+
 static bool on_fault_thread(void)
 {
 	return pthread_equal(pthread_self(), ft.thread);
@@ -96,10 +98,23 @@ void handler_pause(void)
 	pthread_mutex_unlock(&ft.barrier_lock);
 }
 
+/*
+ * reg.lock held (the fork's). The events read while paused are applied
+ * now, before reg.lock is let go: the kernel has gone on with them, and
+ * a page installed before they were applied could keep stale data (see
+ * apply_events). Their faults wait for the fault thread.
+ */
 void handler_resume(void)
 {
+	unsigned k = 0;
+
 	pthread_mutex_lock(&ft.barrier_lock);
 	ft.pause_req = false;
+	apply_events(ft.backlog, ft.nbacklog);
+	for (unsigned i = 0; i < ft.nbacklog; i++)
+		if (ft.backlog[i].event == UFFD_EVENT_PAGEFAULT)
+			ft.backlog[k++] = ft.backlog[i];
+	ft.nbacklog = k;
 	pthread_mutex_unlock(&ft.barrier_lock);
 	kick();
 }
@@ -275,6 +290,9 @@ static bool have_retries(void)
 	return false;
 }
 
+/*
+ * reg.lock held, as it was when the event was read: see apply_events.
+ */
 static void on_event(const struct uffd_msg *m)
 {
 	uintptr_t s, e;
@@ -283,30 +301,40 @@ static void on_event(const struct uffd_msg *m)
 	case UFFD_EVENT_UNMAP:
 		s = m->arg.remove.start;
 		e = m->arg.remove.end;
-		reg_lock();
 		event_discard(s, e, true);
 		dev_invalidate_all(s, e, NULL, false);
-		reg_unlock();
 		break;
 	case UFFD_EVENT_REMOVE:
 		s = m->arg.remove.start;
 		e = m->arg.remove.end;
 		if (consume_own_zap(s, e))
 			break;
-		reg_lock();
 		event_discard(s, e, false);
 		dev_invalidate_all(s, e, NULL, false);
-		reg_unlock();
 		break;
 	case UFFD_EVENT_REMAP:
-		reg_lock();
 		dev_invalidate_all(m->arg.remap.from, m->arg.remap.from + m->arg.remap.len, NULL, false);
 		event_remapped(m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
-		reg_unlock();
 		break;
 	default:
 		log_warn_ratelimited("unexpected userfaultfd event 0x%x", m->event);
 	}
+}
+
+/*
+ * Events are applied under the reg.lock hold they were read in. Once an
+ * event is read, the kernel goes on to empty or move the memory, and a
+ * page another thread installed after that, not knowing of the event,
+ * would keep stale data where the program reads zeros (dmaq.c installs
+ * under reg.lock for this). So events go before the faults read with
+ * them: a fault that raced a discard of its own page then finds it
+ * discarded, as it could have anyway.
+ */
+static void apply_events(const struct uffd_msg *msgs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			on_event(&msgs[i]);
 }
 
 /*
@@ -319,7 +347,8 @@ unsigned handler_faults_behind(void)
 	return ft.faults_behind;
 }
 
-static void process(const struct uffd_msg *msgs, size_t n)
+/* The faults of a batch whose events were applied (apply_events). */
+static void process_faults(const struct uffd_msg *msgs, size_t n)
 {
 	size_t faults = 0;
 
@@ -329,8 +358,6 @@ static void process(const struct uffd_msg *msgs, size_t n)
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
 			ft.faults_behind = (unsigned)--faults;
 			on_fault(&msgs[i]);
-		} else {
-			on_event(&msgs[i]);
 		}
 	}
 	ft.faults_behind = 0;
@@ -391,13 +418,17 @@ static void *fault_thread_main(void *arg)
 		ft.started++;
 		pthread_mutex_unlock(&ft.barrier_lock);
 
-		/* Messages read while paused come first: order matters. */
-		process(ft.backlog, ft.nbacklog);
+		/* Faults read while paused come first (their events were applied at the resume). */
+		process_faults(ft.backlog, ft.nbacklog);
 		ft.nbacklog = 0;
+		reg_lock();
 		n = read(uffd.fd, msgs, sizeof(msgs));
 		read_err = n < 0 ? errno : 0;
 		if (n > 0)
-			process(msgs, (size_t)n / sizeof(msgs[0]));
+			apply_events(msgs, (size_t)n / sizeof(msgs[0]));
+		reg_unlock();
+		if (n > 0)
+			process_faults(msgs, (size_t)n / sizeof(msgs[0]));
 		if (ft.nparked)
 			unpark();
 		reg_lock();

@@ -41,10 +41,9 @@ void home_set_free(struct home_set *hs, size_t max)
 
 /*
  * Empty one CPU page: a SIGBUS marker left by a failed fault must go before
- * the page can be refilled, and a page discarded while it was coming home
- * must read as zero. The REMOVE event this raises is ours.
+ * the page can be refilled. The REMOVE event this raises is ours.
  */
-void zap_page(uintptr_t addr)
+static void zap_page(uintptr_t addr)
 {
 	handler_own_zap(addr, addr + PAGE_SIZE, true);
 	sys_madvise((void *)addr, PAGE_SIZE, MADV_DONTNEED);
@@ -52,7 +51,6 @@ void zap_page(uintptr_t addr)
 	handler_own_zap(addr, addr + PAGE_SIZE, false);
 }
 
-/* Pages discarded while they came home: emptied again once the batch is done. */
 struct addr_list {
 	uintptr_t *v;
 	size_t n, cap;
@@ -60,10 +58,12 @@ struct addr_list {
 
 /*
  * reg.lock held. Commit the pages of bt that came home; end the claim on
- * the others, which stay on the device, intact.
+ * the others, which stay on the device, intact. A page emptied while it
+ * came home was not installed, or was emptied by the kernel after it was
+ * (see install in dmaq.c): it reads as zero, and its claim ends with
+ * nothing to keep.
  */
-static void home_commit(struct batch *bt, bool stale, bool writable, struct mig_result *res,
-			struct addr_list *rezap)
+static void home_commit(struct batch *bt, bool stale, bool writable, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
 
@@ -82,17 +82,15 @@ static void home_commit(struct batch *bt, bool stale, bool writable, struct mig_
 			i++;
 			continue;
 		}
-		if (!bpage_done(p)) {
-			if (p->status != BP_PENDING) {
+		if (!bpage_done(p) || (*w & PW_DISCARD)) {
+			if (!bpage_done(p) && p->status != BP_PENDING) {
 				res->eio = true;
 				STAT_ADD(migrations_failed, 1);
 			}
-			pages_release(r, p->addr, 1); /* discarded in flight: nothing to keep */
+			pages_release(r, p->addr, 1); /* failed, or discarded in flight */
 			i++;
 			continue;
 		}
-		if ((*w & PW_DISCARD) && rezap->n < rezap->cap)
-			rezap->v[rezap->n++] = p->addr; /* discarded in flight: it must read zero */
 		while (i + k < bt->n && bpage_done(&bt->p[i + k]) &&
 		       bt->p[i + k].addr == p->addr + k * PAGE_SIZE && bt->p[i + k].addr < r->end &&
 		       !(*range_word(r, bt->p[i + k].addr) & (PW_UNMAPPED | PW_DISCARD)))
@@ -103,8 +101,7 @@ static void home_commit(struct batch *bt, bool stale, bool writable, struct mig_
 }
 
 /* Coherent memory: the pages are where the CPU maps them; the backend lets go. */
-static void home_coherent(struct batch *bt, bool writable, struct mig_result *res,
-			  struct addr_list *rezap)
+static void home_coherent(struct batch *bt, bool writable, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
 
@@ -117,19 +114,18 @@ static void home_coherent(struct batch *bt, bool writable, struct mig_result *re
 	}
 	batch_scatter_status(bt);
 	reg_lock();
-	home_commit(bt, false, writable, res, rezap);
+	home_commit(bt, false, writable, res);
 	reg_unlock();
 }
 
-static void home_device(struct batch *bt, bool writable, struct mig_result *res,
-			struct addr_list *rezap)
+static void home_device(struct batch *bt, bool writable, struct mig_result *res)
 {
 	struct hmm_device_core *c = bt->c;
 	size_t k = 0;
 
 	batch_build_runs(bt, NULL, false);
 	if (dev_coherent(c)) {
-		home_coherent(bt, writable, res, rezap);
+		home_coherent(bt, writable, res);
 		return;
 	}
 	/* The device stops touching these pages before they leave it. */
@@ -147,7 +143,7 @@ static void home_device(struct batch *bt, bool writable, struct mig_result *res,
 			if (bt->p[i].status == -EINVAL)
 				bt->p[i].status = BP_RETRY_COPY;
 		reg_lock();
-		home_commit(bt, false, writable, res, rezap);
+		home_commit(bt, false, writable, res);
 		reg_unlock();
 		batch_wake(bt);
 		for (size_t i = 0; i < bt->n; i++)
@@ -161,7 +157,7 @@ static void home_device(struct batch *bt, bool writable, struct mig_result *res,
 	/* A mapping a page cannot be moved into (read-only, mlock'ed): copy. */
 	batch_run(c, bt, DMA_COPY_OUT);
 	reg_lock();
-	home_commit(bt, true, false, res, rezap);
+	home_commit(bt, true, false, res);
 	reg_unlock();
 	batch_wake(bt);
 }
@@ -170,8 +166,7 @@ int home_batch(uintptr_t a, uintptr_t b, struct hmm_device_core *only, unsigned 
 	       struct home_set *hs, struct mig_result *res)
 {
 	uintptr_t poisoned[64];
-	size_t npoisoned = 0, max = (b - a) / PAGE_SIZE;
-	struct addr_list rezap = { .cap = max };
+	size_t npoisoned = 0;
 
 	reg_lock();
 	reg_wait_quiet(a, b, false);
@@ -199,15 +194,9 @@ int home_batch(uintptr_t a, uintptr_t b, struct hmm_device_core *only, unsigned 
 	reg_unlock();
 	for (size_t i = 0; i < npoisoned; i++)
 		zap_page(poisoned[i]);
-	rezap.v = meta_alloc(max * sizeof(*rezap.v));
-	if (!rezap.v)
-		rezap.cap = 0;
 	for (int d = 0; d < MAX_DEVICES; d++)
 		if (hs->per_dev[d].n)
-			home_device(&hs->per_dev[d], vflags & VMA_WRITE, res, &rezap);
-	for (size_t i = 0; i < rezap.n; i++)
-		zap_page(rezap.v[i]);
-	meta_free(rezap.v, max * sizeof(*rezap.v));
+			home_device(&hs->per_dev[d], vflags & VMA_WRITE, res);
 	return 0;
 }
 

@@ -40,9 +40,65 @@ static long retry_eagain(long (*op)(uintptr_t, uintptr_t, size_t, uint64_t), uin
 	return (long)done;
 }
 
-static long copy_op(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
+/* reg.lock held: was the page emptied (madvise, munmap) while it was claimed? */
+static bool discarded(uintptr_t addr)
 {
-	return uffd_copy(dst, (const void *)src, len, mode);
+	uint64_t *w = reg_word(addr, NULL);
+
+	return w && (*w & PW_DISCARD);
+}
+
+/*
+ * Pages going home race the program emptying them. The kernel empties a
+ * range (madvise, munmap) once the fault thread has read its event, and a
+ * page installed after that would keep the copy's data where the program
+ * now reads zeros. The fault thread reads and applies events under
+ * reg.lock (handler.c), so pages go in under it too, and one already marked
+ * discarded stays out: it reads as zero, and its owner's commit releases
+ * it. A page emptied after it went in is emptied by the kernel itself.
+ * Returns the bytes from dst dealt with (installed, or left out as
+ * discarded), or -errno if none were.
+ */
+static long install(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode, bool move)
+{
+	size_t npages = len / PAGE_SIZE, done = 0;
+	unsigned tries = 0;
+	long err = 0;
+
+	reg_lock();
+	while (done < npages) {
+		uintptr_t at = dst + done * PAGE_SIZE, from = src + done * PAGE_SIZE;
+		size_t k = 0;
+		long n;
+
+		while (done + k < npages && !discarded(at + k * PAGE_SIZE))
+			k++;
+		if (!k) {
+			done++;
+			continue;
+		}
+		n = move ? uffd_move(at, from, k * PAGE_SIZE, mode)
+			 : uffd_copy(at, (const void *)from, k * PAGE_SIZE, mode);
+		if (n > 0) {
+			done += (size_t)n / PAGE_SIZE;
+			continue;
+		}
+		if (n != -EAGAIN || ++tries > 10000) {
+			err = n;
+			break;
+		}
+		/* An event is pending: the fault thread needs reg.lock to read it. */
+		reg_unlock();
+		nanosleep(&(struct timespec){ .tv_nsec = 20000 }, NULL);
+		reg_lock();
+	}
+	reg_unlock();
+	return done ? (long)(done * PAGE_SIZE) : err;
+}
+
+static long copy_home(uintptr_t dst, uintptr_t src, size_t len, uint64_t mode)
+{
+	return install(dst, src, len, mode, false);
 }
 
 static void finish_run(struct dma_run *run, long n)
@@ -73,9 +129,10 @@ static void run_move(struct dmaq *q, struct dma_job *job)
 			n = retry_eagain(uffd_move, slot, run->addr, len,
 					 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE);
 		else
-			n = retry_eagain(uffd_move, run->addr, slot, len,
-					 UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES |
-					 (job->dontwake ? UFFDIO_MOVE_MODE_DONTWAKE : 0));
+			n = install(run->addr, slot, len,
+				    UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES |
+					    (job->dontwake ? UFFDIO_MOVE_MODE_DONTWAKE : 0),
+				    true);
 		finish_run(run, n);
 	}
 }
@@ -100,7 +157,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 			if (inject_fire(INJ_DMA_TO_HOST))
 				n = -EIO;
 			else
-				n = retry_eagain(copy_op, run->addr,
+				n = copy_home(run->addr,
 						 (uintptr_t)dev_slot_addr(c, run->d.slot),
 						 (size_t)run->d.npages * PAGE_SIZE, mode);
 			finish_run(run, n);
@@ -120,7 +177,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 				n = d.status ? d.status : -EIO;
 				break;
 			}
-			n = retry_eagain(copy_op, run->addr + done * PAGE_SIZE, (uintptr_t)q->bounce,
+			n = copy_home(run->addr + done * PAGE_SIZE, (uintptr_t)q->bounce,
 					 (size_t)d.npages * PAGE_SIZE, mode);
 			if (n < (long)(d.npages * PAGE_SIZE)) {
 				if (n > 0)
@@ -273,7 +330,7 @@ static void group_copy_out(struct dmaq *q, struct dma_job **group, unsigned n,
 			long copied = 0;
 
 			if (d->done)
-				copied = retry_eagain(copy_op, run->addr, (uintptr_t)d->host,
+				copied = copy_home(run->addr, (uintptr_t)d->host,
 						      (size_t)d->done * PAGE_SIZE, mode);
 			run->d.done = copied > 0 ? (uint32_t)((size_t)copied / PAGE_SIZE) : 0;
 			run->d.status = run->d.done == run->d.npages ? 0
