@@ -106,16 +106,22 @@ void handler_pause(void)
  */
 void handler_resume(void)
 {
-	unsigned k = 0;
+	/* reg.lock held: one fork at a time. */
+	static struct uffd_msg events[BACKLOG];
+	unsigned k = 0, nevents = 0;
 
 	pthread_mutex_lock(&ft.barrier_lock);
 	ft.pause_req = false;
-	apply_events(ft.backlog, ft.nbacklog);
-	for (unsigned i = 0; i < ft.nbacklog; i++)
+	for (unsigned i = 0; i < ft.nbacklog; i++) {
 		if (ft.backlog[i].event == UFFD_EVENT_PAGEFAULT)
 			ft.backlog[k++] = ft.backlog[i];
+		else
+			events[nevents++] = ft.backlog[i];
+	}
 	ft.nbacklog = k;
 	pthread_mutex_unlock(&ft.barrier_lock);
+	/* The fault thread, unpaused, waits for reg.lock before it reads or serves anything. */
+	apply_events(events, nevents);
 	kick();
 }
 
