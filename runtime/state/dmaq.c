@@ -9,7 +9,8 @@
  * dma op, and into host addresses always with UFFDIO_COPY (which installs the
  * page and wakes the threads waiting for it in one step).
  *
- * The engine thread holds no runtime lock while a job runs. It may read host
+ * The engine thread holds no runtime lock while a job runs, but reg.lock
+ * around each install into host memory (install, below). It may read host
  * pages that a migration owns; if one of them vanished (the application
  * discarded it), the fault thread serves it a zero page instead of parking it.
  */
@@ -157,9 +158,8 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 			if (inject_fire(INJ_DMA_TO_HOST))
 				n = -EIO;
 			else
-				n = copy_home(run->addr,
-						 (uintptr_t)dev_slot_addr(c, run->d.slot),
-						 (size_t)run->d.npages * PAGE_SIZE, mode);
+				n = copy_home(run->addr, (uintptr_t)dev_slot_addr(c, run->d.slot),
+					      (size_t)run->d.npages * PAGE_SIZE, mode);
 			finish_run(run, n);
 			continue;
 		}
@@ -178,7 +178,7 @@ static void run_copy_out(struct dmaq *q, struct dma_job *job)
 				break;
 			}
 			n = copy_home(run->addr + done * PAGE_SIZE, (uintptr_t)q->bounce,
-					 (size_t)d.npages * PAGE_SIZE, mode);
+				      (size_t)d.npages * PAGE_SIZE, mode);
 			if (n < (long)(d.npages * PAGE_SIZE)) {
 				if (n > 0)
 					done += (size_t)n / PAGE_SIZE;
@@ -331,7 +331,7 @@ static void group_copy_out(struct dmaq *q, struct dma_job **group, unsigned n,
 
 			if (d->done)
 				copied = copy_home(run->addr, (uintptr_t)d->host,
-						      (size_t)d->done * PAGE_SIZE, mode);
+						   (size_t)d->done * PAGE_SIZE, mode);
 			run->d.done = copied > 0 ? (uint32_t)((size_t)copied / PAGE_SIZE) : 0;
 			run->d.status = run->d.done == run->d.npages ? 0
 					: d->status		   ? d->status
