@@ -62,7 +62,13 @@ struct writer {
 	bool device;
 };
 
-/* Each writer owns the pages page % of == id; its shadow is exact. */
+/* Each writer owns the pages page % of == id: one of them, at random. */
+static size_t own_page(const struct writer *wr, unsigned *seed)
+{
+	return (rnd(seed) % (wr->r->npages / wr->of)) * wr->of + wr->id;
+}
+
+/* Writes to its own pages; its shadow is exact. */
 static void *writer(void *arg)
 {
 	struct writer *wr = arg;
@@ -71,7 +77,7 @@ static void *writer(void *arg)
 	int v = 0;
 
 	while (!atomic_load(&r->stop)) {
-		size_t page = (rnd(&seed) % (r->npages / wr->of)) * wr->of + wr->id;
+		size_t page = own_page(wr, &seed);
 		size_t i = page * IPP + rnd(&seed) % IPP;
 
 		v++;
@@ -92,7 +98,52 @@ static void *writer(void *arg)
 	return NULL;
 }
 
-static int writes_case(bool device_writer, bool after_fork)
+/*
+ * Writes to its own pages, and now and then empties one (MADV_DONTNEED, as
+ * an allocator purges a free block) while its data may be on its way home:
+ * once madvise returns the page reads zero, however the copy in flight
+ * landed, and what is written after it stays.
+ */
+static void *discarder(void *arg)
+{
+	struct writer *wr = arg;
+	struct race *r = wr->r;
+	unsigned seed = wr->id * 7919u + 1;
+	int v = 0;
+
+	while (!atomic_load(&r->stop)) {
+		size_t page = own_page(wr, &seed);
+		int *at = &r->p[page * IPP];
+
+		if (rnd(&seed) % 8) {
+			size_t i = rnd(&seed) % IPP;
+
+			at[i] = ++v;
+			r->shadow[page * IPP + i] = v;
+			continue;
+		}
+		if (madvise(at, PAGE, MADV_DONTNEED)) {
+			atomic_fetch_add(&r->errors, 1);
+			continue;
+		}
+		for (size_t i = 0; i < IPP; i++)
+			if (at[i]) {
+				fprintf(stderr, "  # page %zu reads %d at int %zu after MADV_DONTNEED\n",
+					page, at[i], i);
+				atomic_fetch_add(&r->errors, 1);
+				break;
+			}
+		memset(&r->shadow[page * IPP], 0, PAGE);
+	}
+	return NULL;
+}
+
+/*
+ * Three threads of fn (the third a device writer if device_writer) on
+ * their own pages while the migrator bounces them; the pages end as the
+ * shadow says.
+ */
+static int writes_case(void *(*fn)(void *), bool device_writer, bool after_fork)
 {
 	struct race r = { .npages = RP };
 	struct writer w[3] = { { &r, 0, 3, false }, { &r, 1, 3, false }, { &r, 2, 3, device_writer } };
@@ -115,7 +166,7 @@ static int writes_case(bool device_writer, bool after_fork)
 	}
 	CHECK_OK(pthread_create(&mt, NULL, migrator, &r));
 	for (int i = 0; i < 3; i++)
-		CHECK_OK(pthread_create(&wt[i], NULL, writer, &w[i]));
+		CHECK_OK(pthread_create(&wt[i], NULL, fn, &w[i]));
 	usleep(stress_ms() * 1000);
 	atomic_store(&r.stop, true);
 	pthread_join(mt, NULL);
@@ -136,9 +187,10 @@ static int writes_case(bool device_writer, bool after_fork)
 	return T_PASS;
 }
 
-static int cpu_writes(void) { return writes_case(false, false); }
-static int cpu_writes_after_fork(void) { return writes_case(false, true); }
-static int device_writes(void) { return writes_case(true, false); }
+static int cpu_writes(void) { return writes_case(writer, false, false); }
+static int cpu_writes_after_fork(void) { return writes_case(writer, false, true); }
+static int device_writes(void) { return writes_case(writer, true, false); }
+static int discards(void) { return writes_case(discarder, false, false); }
 
 #define COUNTERS 32
 
@@ -201,76 +253,6 @@ static int atomics(void)
 		CHECK_EQ(((uint64_t *)r.p)[k * (PAGE / 8) * 2 + k], want);
 	}
 	hmm_free(r.p);
-	return T_PASS;
-}
-
-/*
- * Each writer owns the pages page % of == id, writes them, and now and then
- * empties one (MADV_DONTNEED, as an allocator purges a free block) while
- * its data may be on its way home: once madvise returns the page reads
- * zero, however the copy in flight landed, and what is written after it
- * stays.
- */
-static void *discarder(void *arg)
-{
-	struct writer *wr = arg;
-	struct race *r = wr->r;
-	unsigned seed = wr->id * 7919u + 1;
-	int v = 0;
-
-	while (!atomic_load(&r->stop)) {
-		size_t page = (rnd(&seed) % (r->npages / wr->of)) * wr->of + wr->id;
-		int *at = &r->p[page * IPP];
-
-		if (rnd(&seed) % 8) {
-			size_t i = rnd(&seed) % IPP;
-
-			at[i] = ++v;
-			r->shadow[page * IPP + i] = v;
-			continue;
-		}
-		if (madvise(at, PAGE, MADV_DONTNEED)) {
-			atomic_fetch_add(&r->errors, 1);
-			continue;
-		}
-		for (size_t i = 0; i < IPP; i++)
-			if (at[i]) {
-				fprintf(stderr, "  # page %zu reads %d at int %zu after MADV_DONTNEED\n",
-					page, at[i], i);
-				atomic_fetch_add(&r->errors, 1);
-				break;
-			}
-		memset(&r->shadow[page * IPP], 0, PAGE);
-	}
-	return NULL;
-}
-
-static int discards(void)
-{
-	struct race r = { .npages = RP };
-	struct writer w[3] = { { &r, 0, 3, false }, { &r, 1, 3, false }, { &r, 2, 3, false } };
-	pthread_t mt, wt[3];
-
-	r.p = hmm_alloc(RP * PAGE);
-	r.shadow = calloc(RP, PAGE);
-	CHECK(r.p && r.shadow);
-	memset(r.p, 0, RP * PAGE);
-	CHECK_OK(pthread_create(&mt, NULL, migrator, &r));
-	for (int i = 0; i < 3; i++)
-		CHECK_OK(pthread_create(&wt[i], NULL, discarder, &w[i]));
-	usleep(stress_ms() * 1000);
-	atomic_store(&r.stop, true);
-	pthread_join(mt, NULL);
-	for (int i = 0; i < 3; i++)
-		pthread_join(wt[i], NULL);
-	CHECK_EQ(atomic_load(&r.errors), 0);
-	for (size_t i = 0; i < RP * IPP; i++)
-		if (r.p[i] != r.shadow[i]) {
-			t_note("int %zu (page %zu): %d, wrote %d", i, i / IPP, r.p[i], r.shadow[i]);
-			return T_FAIL;
-		}
-	hmm_free(r.p);
-	free(r.shadow);
 	return T_PASS;
 }
 
