@@ -77,6 +77,17 @@ static size_t device_run(struct range *r, uintptr_t addr, size_t max)
 	return n;
 }
 
+/* How many of the n pages from addr the device is not writing right now (pinned). */
+static size_t unpinned_pages(struct hmm_device_core *c, uintptr_t addr, size_t n)
+{
+	uintptr_t pinned;
+
+	mirror_lock(&c->mirror);
+	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
+	mirror_unlock(&c->mirror);
+	return (pinned - addr) / PAGE_SIZE;
+}
+
 /*
  * How many pages from addr come home with it: the run of pages on the same
  * device in consecutive slots, no longer than the sequential window, which
@@ -353,20 +364,14 @@ static bool fault_in_async(struct hmm_device_core *c, struct range *r, uintptr_t
 /* The pages from addr on c that read-ahead may take: none busy, pinned or elsewhere. */
 static size_t readahead_run(struct hmm_device_core *c, struct range *r, uintptr_t addr, size_t max)
 {
-	uintptr_t pinned;
 	uint64_t w;
-	size_t n;
 
 	if (addr < r->start || addr >= r->end)
 		return 0;
 	w = *range_word(r, addr);
 	if (!pw_on(w, c) || (w & (PW_BUSY | PW_UNMAPPED | PW_EXCL | PW_DUP | PW_POISONED)))
 		return 0;
-	n = device_run(r, addr, max);
-	mirror_lock(&c->mirror);
-	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
-	mirror_unlock(&c->mirror);
-	return (pinned - addr) / PAGE_SIZE;
+	return unpinned_pages(c, addr, device_run(r, addr, max));
 }
 
 /*
@@ -394,7 +399,6 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	uint64_t *w = range_word(r, addr);
 	struct hmm_device_core *c;
 	enum fault_result res;
-	uintptr_t pinned;
 	size_t n;
 
 	if (*w & PW_BUSY) {
@@ -434,12 +438,9 @@ enum fault_result fault_missing(struct range *r, uintptr_t addr, pid_t tid, bool
 	pager_note_fault(addr, true);
 
 	n = fault_window(c, r, addr, dev_host_mapped(c) ? opt.fault_around : PMD_PAGES);
-	mirror_lock(&c->mirror);
-	pinned = mirror_first_pinned(&c->mirror, addr, addr + n * PAGE_SIZE);
-	mirror_unlock(&c->mirror);
-	if (pinned == addr)
+	n = unpinned_pages(c, addr, n);
+	if (!n)
 		return FAULT_PARK; /* the device is writing it right now */
-	n = (pinned - addr) / PAGE_SIZE;
 	if (dev_host_mapped(c))
 		return fault_in_inline(c, r, addr, n, tid);
 	/*
