@@ -13,10 +13,12 @@ cd "$(dirname "$0")"
 # and xz-utils: real programs the preload suite runs under uhmm-run; the
 # OpenCL headers and loader, and PoCL: an OpenCL device on the CPU; QEMU,
 # a static busybox, cpio and e2fsprogs: the kernel61 suite boots Debian 12's
-# own kernel with them).
+# own kernel with them; libfabric and libsodium: the fabric device and its
+# memory node, which the tests run in network namespaces made with iproute2).
 packages="gcc libc6-dev meson ninja-build pkg-config liburing-dev libjemalloc-dev
 	python3 sqlite3 xz-utils ocl-icd-opencl-dev opencl-headers ocl-icd-libopencl1
-	pocl-opencl-icd qemu-system-x86 busybox-static cpio e2fsprogs"
+	pocl-opencl-icd qemu-system-x86 busybox-static cpio e2fsprogs libfabric-dev
+	libsodium-dev iproute2"
 
 install_missing() {
 	missing=""

@@ -314,6 +314,7 @@ enum hmm_param_type {
 	HMM_PARAM_SIZE,    /* number with optional K/M/G suffix */
 	HMM_PARAM_UINT,
 	HMM_PARAM_STRING,
+	HMM_PARAM_STRING_LIST, /* a string, given once or more: "node=a,node=b" */
 };
 
 /* One option a backend accepts in its spec; tables end with key == NULL. */

@@ -251,8 +251,23 @@ int hmm_device_place_in_place(struct hmm_device *dev, void *addr, size_t npages,
 
 /** hmm_device_config_get() - value of key (NULL for a flag or when absent). */
 const char *hmm_device_config_get(const struct hmm_device_config *cfg, const char *key);
+/**
+ * hmm_device_config_get_nth() - the n-th value (from 0) of a key given more
+ * than once (HMM_PARAM_STRING_LIST), NULL past the last.
+ */
+const char *hmm_device_config_get_nth(const struct hmm_device_config *cfg, const char *key,
+				      unsigned n);
 /** hmm_device_config_has() - whether key (flag or key=value) was given. */
 bool hmm_device_config_has(const struct hmm_device_config *cfg, const char *key);
+
+/**
+ * hmm_device_log() - one line in the runtime's log (shown by default, as a
+ * warning), prefixed with the device's name: what a backend says when it
+ * gives up on something (a node declared dead, a full disk). Never
+ * allocates; any thread.
+ */
+void hmm_device_log(const struct hmm_device *dev, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /**
  * hmm_fault_should_fail() - fault injection point check for backends

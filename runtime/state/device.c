@@ -7,6 +7,7 @@
  * dev_loc(), the index plus one.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ static int check_value(const struct hmm_device_param *p, const char *value)
 	case HMM_PARAM_UINT:
 		return value && !parse_uint(value, UINT64_MAX, &v) ? 0 : -EINVAL;
 	case HMM_PARAM_STRING:
+	case HMM_PARAM_STRING_LIST:
 		return value && *value ? 0 : -EINVAL;
 	}
 	return -EINVAL;
@@ -72,11 +74,16 @@ static int check_value(const struct hmm_device_param *p, const char *value)
 /*
  * Options the spec leaves out take their default from the variable the
  * backend names for them (UHMM_OPENCL_DEVICE...), checked as a spec value.
+ * A list's variable may name several, separated by spaces; they are copied
+ * into @spare (what the spec's copy left of its buffer), as values must
+ * outlive the environment.
  */
-static int env_defaults(const struct hmm_device_ops *ops, struct hmm_device_config *cfg)
+static int env_defaults(const struct hmm_device_ops *ops, struct hmm_device_config *cfg,
+			char *spare, size_t sparelen)
 {
 	for (const struct hmm_device_param *p = ops->params; p && p->key; p++) {
 		const char *value = p->env ? getenv(p->env) : NULL;
+		char *save = NULL;
 
 		if (!value || !*value || hmm_device_config_has(cfg, p->key))
 			continue;
@@ -85,11 +92,26 @@ static int env_defaults(const struct hmm_device_ops *ops, struct hmm_device_conf
 				continue; /* a flag's variable says 1 to set it */
 			value = NULL;
 		}
-		if (cfg->nparams == HMM_DEVICE_MAX_PARAMS || check_value(p, value))
-			return -EINVAL;
-		cfg->params[cfg->nparams].key = p->key;
-		cfg->params[cfg->nparams].value = value;
-		cfg->nparams++;
+		if (p->type == HMM_PARAM_STRING_LIST) {
+			size_t len = strlen(value);
+			char *copy = spare;
+
+			if (len >= sparelen)
+				return -EINVAL;
+			memcpy(copy, value, len + 1);
+			spare += len + 1;
+			sparelen -= len + 1;
+			value = strtok_r(copy, " \t", &save);
+			if (!value)
+				continue;
+		}
+		do {
+			if (cfg->nparams == HMM_DEVICE_MAX_PARAMS || check_value(p, value))
+				return -EINVAL;
+			cfg->params[cfg->nparams].key = p->key;
+			cfg->params[cfg->nparams].value = value;
+			cfg->nparams++;
+		} while (p->type == HMM_PARAM_STRING_LIST && (value = strtok_r(NULL, " \t", &save)));
 	}
 	return 0;
 }
@@ -131,8 +153,11 @@ static int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_op
 		value = strchr(opt_s, '=');
 		if (value)
 			*value++ = 0;
-		if (!*opt_s || hmm_device_config_has(cfg, opt_s) ||
-		    cfg->nparams == HMM_DEVICE_MAX_PARAMS)
+		if (!*opt_s || cfg->nparams == HMM_DEVICE_MAX_PARAMS)
+			return -EINVAL;
+		p = find_param(ops, opt_s);
+		/* Only a list may be given twice. */
+		if (hmm_device_config_has(cfg, opt_s) && !(p && p->type == HMM_PARAM_STRING_LIST))
 			return -EINVAL;
 		if (!strcmp(opt_s, "mem")) {
 			uint64_t v;
@@ -140,7 +165,7 @@ static int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_op
 			if (!value || parse_size(value, &v) || v < PAGE_SIZE || v > (1ull << 44))
 				return -EINVAL;
 			cfg->mem_bytes = ALIGN_UP(v, PAGE_SIZE);
-		} else if (!(p = find_param(ops, opt_s)) || check_value(p, value)) {
+		} else if (!p || check_value(p, value)) {
 			return -EINVAL;
 		}
 		cfg->params[cfg->nparams].key = opt_s;
@@ -148,7 +173,7 @@ static int dev_parse_spec(const char *spec, const struct hmm_device_ops **ret_op
 		cfg->nparams++;
 		opt_s = next;
 	}
-	if (env_defaults(ops, cfg))
+	if (env_defaults(ops, cfg, buf + strlen(spec) + 1, buflen - strlen(spec) - 1))
 		return -EINVAL;
 	*ret_ops = ops;
 	return 0;
@@ -158,6 +183,26 @@ const char *hmm_device_config_get(const struct hmm_device_config *cfg, const cha
 {
 	for (unsigned i = 0; i < cfg->nparams; i++)
 		if (!strcmp(cfg->params[i].key, key))
+			return cfg->params[i].value;
+	return NULL;
+}
+
+void hmm_device_log(const struct hmm_device *dev, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_warn("%s: %s", dev ? dev->name : "device", line);
+}
+
+const char *hmm_device_config_get_nth(const struct hmm_device_config *cfg, const char *key,
+				      unsigned n)
+{
+	for (unsigned i = 0; i < cfg->nparams; i++)
+		if (!strcmp(cfg->params[i].key, key) && !n--)
 			return cfg->params[i].value;
 	return NULL;
 }
@@ -192,7 +237,7 @@ int dev_open(const char *spec, bool from_env, struct hmm_device_core **ret)
 	struct hmm_device_config cfg;
 	struct hmm_device_core *c;
 	struct hmm_device *dev;
-	char buf[256];
+	char buf[1024];
 	int index, err;
 
 	err = dev_parse_spec(spec, &ops, &cfg, buf, sizeof(buf));

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A memory node's regions (regions.h). Each region is a mapping of its own
+ * (MAP_NORESERVE: the node's RAM holds only the pages clients wrote), freed
+ * with its client; each memory registration carries a random 64-bit key
+ * (or the provider's own, FI_MR_PROV_KEY), so a client can reach its
+ * regions and nobody else's: an RMA with another key, or beyond the
+ * region, fails at the provider.
+ *
+ * The providers progress data by hand (FI_PROGRESS_MANUAL): one-sided
+ * operations aimed at us move only while someone reads our completion
+ * queue, so a thread does that, asleep in fi_cq_sread between them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "regions.h"
+
+static void *progress_main(void *arg)
+{
+	struct memnode *n = arg;
+	struct fi_cq_entry entries[16];
+
+	while (!atomic_load(&n->stopping)) {
+		ssize_t got = fi_cq_sread(n->ep.cq, entries, 16, NULL, 100);
+
+		if (got == -FI_EAVAIL) {
+			struct fi_cq_err_entry e = { 0 };
+
+			fi_cq_readerr(n->ep.cq, &e, 0); /* a target sees none; drain it anyway */
+		}
+	}
+	return NULL;
+}
+
+int memnode_start(struct memnode *n, const char *provider, const char *host, uint64_t mem_bytes,
+		  char *err, size_t errlen)
+{
+	int rc = fab_open(&n->ep, provider, host, true, err, errlen);
+
+	if (rc)
+		return rc;
+	n->mem_bytes = mem_bytes;
+	n->stats.mem_bytes = mem_bytes;
+	pthread_mutex_init(&n->lock, NULL);
+	rc = -pthread_create(&n->progress, NULL, progress_main, n);
+	if (rc) {
+		snprintf(err, errlen, "progress thread: %s", strerror(-rc));
+		fab_close(&n->ep);
+	}
+	return rc;
+}
+
+void memnode_stop(struct memnode *n)
+{
+	atomic_store(&n->stopping, true);
+	pthread_join(n->progress, NULL);
+	fab_close(&n->ep);
+}
+
+void memnode_count(struct memnode *n, uint64_t *counter, int64_t delta)
+{
+	pthread_mutex_lock(&n->lock);
+	*counter += (uint64_t)delta;
+	pthread_mutex_unlock(&n->lock);
+}
+
+void memnode_stats(struct memnode *n, struct wire_stats *out)
+{
+	pthread_mutex_lock(&n->lock);
+	*out = n->stats;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Take @bytes from what --mem leaves; false past it. */
+static bool reserve(struct memnode *n, uint64_t bytes)
+{
+	bool ok;
+
+	pthread_mutex_lock(&n->lock);
+	ok = bytes <= n->mem_bytes - n->stats.used_bytes;
+	if (ok) {
+		n->stats.used_bytes += bytes;
+		n->stats.regions++;
+		n->stats.regions_granted++;
+	} else {
+		n->stats.refused_nomem++;
+	}
+	pthread_mutex_unlock(&n->lock);
+	return ok;
+}
+
+static void unreserve(struct memnode *n, uint64_t bytes, bool granted)
+{
+	pthread_mutex_lock(&n->lock);
+	n->stats.used_bytes -= bytes;
+	n->stats.regions--;
+	if (granted)
+		n->stats.regions_freed++;
+	else
+		n->stats.regions_granted--;
+	pthread_mutex_unlock(&n->lock);
+}
+
+static int register_region(struct memnode *n, struct region *r)
+{
+	uint64_t access = FI_REMOTE_READ | FI_REMOTE_WRITE;
+	int err = -FI_EKEYREJECTED;
+
+	/* A random key may collide with a region's of the same domain: pick again. */
+	for (int tries = 0; tries < 8 && err; tries++) {
+		uint64_t key;
+
+		randombytes_buf(&key, sizeof(key));
+		err = fi_mr_reg(n->ep.domain, r->base, r->bytes, access, 0, key, 0, &r->mr, NULL);
+		if (err && err != -FI_ENOKEY && err != -FI_EKEYREJECTED)
+			break;
+	}
+	if (!err && (n->ep.mr_mode & FI_MR_ENDPOINT)) {
+		err = fi_mr_bind(r->mr, &n->ep.ep->fid, 0);
+		if (!err)
+			err = fi_mr_enable(r->mr);
+		if (err) {
+			fi_close(&r->mr->fid);
+			r->mr = NULL;
+		}
+	}
+	return err < 0 ? err : err ? -EIO : 0;
+}
+
+int region_grant(struct memnode *n, uint64_t bytes, struct region *r, struct wire_region *out)
+{
+	uint32_t addrlen = sizeof(out->addr);
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	if (!bytes || bytes % 4096 || bytes > n->mem_bytes)
+		return bytes > n->mem_bytes ? -ENOMEM : -EINVAL;
+	if (!reserve(n, bytes))
+		return -ENOMEM;
+	r->bytes = bytes;
+	r->base = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (r->base == MAP_FAILED) {
+		r->base = NULL;
+		unreserve(n, bytes, false);
+		return -ENOMEM;
+	}
+	err = register_region(n, r);
+	if (!err)
+		err = fab_name(&n->ep, out->addr, &addrlen);
+	if (err) {
+		if (r->mr)
+			fi_close(&r->mr->fid);
+		munmap(r->base, bytes);
+		unreserve(n, bytes, false);
+		memset(r, 0, sizeof(*r));
+		return err;
+	}
+	out->status = 0;
+	out->virt_addr = !!(n->ep.mr_mode & FI_MR_VIRT_ADDR);
+	out->raddr = out->virt_addr ? (uint64_t)(uintptr_t)r->base : 0;
+	out->rkey = fi_mr_key(r->mr);
+	out->bytes = bytes;
+	snprintf(out->provider, sizeof(out->provider), "%s", n->ep.provider);
+	out->addrlen = addrlen;
+	return 0;
+}
+
+void region_free(struct memnode *n, struct region *r)
+{
+	if (!r->base)
+		return;
+	/* Closed first: from here on the key opens nothing. */
+	fi_close(&r->mr->fid);
+	munmap(r->base, r->bytes);
+	unreserve(n, r->bytes, true);
+	memset(r, 0, sizeof(*r));
+}
