@@ -82,6 +82,16 @@ struct hmm_device_info {
 	 * the device is less than half full.
 	 */
 	bool keeps_clean;
+	/*
+	 * Memory spread over parts that fail on their own (the fabric
+	 * device's memory nodes); zeros for memory in one piece.
+	 */
+	uint32_t parts_total;     /* memory nodes */
+	uint32_t parts_alive;     /* not declared dead */
+	uint64_t pages_degraded;  /* with fewer copies than wanted, being restored */
+	uint64_t pages_lost;      /* reads that found no good copy (each failed an access) */
+	uint64_t pages_restored;  /* copies made again after a loss */
+	uint64_t pages_tampered;  /* copies that failed their seal */
 };
 
 /**

@@ -62,12 +62,15 @@ static int fabric_probe(void)
 static void free_fabric(struct fabric_device *f)
 {
 	for (unsigned i = 0; i < f->nnodes; i++) {
+		if (!f->nodes[i])
+			continue;
 		node_close(f->nodes[i]);
 		if (!atomic_load(&f->nodes[i]->dead))
 			free(f->nodes[i]); /* a dead one's provider may still hold it */
 	}
 	if (f->sealed)
 		seal_fini(&f->seal);
+	sodium_memzero(f->key, sizeof(f->key));
 	fabric_xfer_fini(f);
 	free(f->slots);
 	free(f->released);
@@ -114,39 +117,55 @@ static bool any_node_remote(const struct hmm_device_config *cfg)
 	return false;
 }
 
+/*
+ * A node of ours, connected: 0, or -errno, with a log line unless @quiet.
+ * Nothing shared is touched.
+ */
+int fabric_connect_node(struct fabric_device *f, unsigned i, bool quiet, struct fabric_node **ret)
+{
+	struct fabric_node *n = calloc(1, sizeof(*n));
+	char err[256];
+	int rc;
+
+	if (!n)
+		return -ENOMEM;
+	n->dev = &f->dev;
+	n->index = i;
+	n->ctl.fd = -1;
+	rc = node_connect(n, f->node_addr[i], f->provider, f->keyed ? f->key : NULL,
+			  f->dev.mem_bytes, CONNECT_TIMEOUT_MS, err, sizeof(err));
+	if (rc) {
+		if (!quiet)
+			hmm_device_log(&f->dev, "%s", err);
+		node_close(n);
+		free(n);
+		return rc;
+	}
+	*ret = n;
+	return 0;
+}
+
 static int connect_nodes(struct fabric_device *f, const struct hmm_device_config *cfg)
 {
 	const char *provider = hmm_device_config_get(cfg, "provider") ?: "tcp";
 	const char *key_file = hmm_device_config_get(cfg, "key");
-	uint8_t key[WIRE_KEY_BYTES];
 	char err[256];
 	int rc = 0;
 
-	if (key_file && wire_load_key(key_file, key, err, sizeof(err))) {
+	if (key_file && wire_load_key(key_file, f->key, err, sizeof(err))) {
 		hmm_device_log(NULL, "fabric: %s", err);
 		return -EACCES;
 	}
+	f->keyed = key_file;
+	snprintf(f->provider, sizeof(f->provider), "%s", provider);
 	fab_set_mr_cache_monitor();
 	for (unsigned i = 0; i < f->nnodes && !rc; i++) {
-		struct fabric_node *n = calloc(1, sizeof(*n));
-
-		if (!n) {
-			rc = -ENOMEM;
-			break;
-		}
-		n->dev = &f->dev;
-		n->index = i;
-		n->ctl.fd = -1;
-		f->nodes[i] = n;
-		rc = node_connect(n, hmm_device_config_get_nth(cfg, "node", i), provider,
-				  key_file ? key : NULL, f->dev.mem_bytes, CONNECT_TIMEOUT_MS, err,
-				  sizeof(err));
-		if (rc)
-			hmm_device_log(NULL, "fabric: %s", err);
-		else
+		snprintf(f->node_addr[i], sizeof(f->node_addr[i]), "%s",
+			 hmm_device_config_get_nth(cfg, "node", i));
+		rc = fabric_connect_node(f, i, false, &f->nodes[i]);
+		if (!rc)
 			f->alive |= (uint8_t)(1u << i);
 	}
-	sodium_memzero(key, sizeof(key));
 	return rc;
 }
 
@@ -322,6 +341,21 @@ static int fabric_mem_atomic_add(struct hmm_device *dev, uint64_t slot, size_t o
 	return err;
 }
 
+static void fabric_health(struct hmm_device *dev, struct hmm_device_health *ret)
+{
+	struct fabric_device *f = to_fabric(dev);
+
+	pthread_mutex_lock(&f->io_lock);
+	fabric_apply_released(f);
+	ret->parts_total = f->nnodes;
+	ret->parts_alive = (uint32_t)__builtin_popcount(f->alive);
+	ret->pages_degraded = fabric_degraded_pages(f);
+	ret->pages_lost = f->lost_pages;
+	ret->pages_restored = f->restored_pages;
+	ret->pages_tampered = f->tampered_pages;
+	pthread_mutex_unlock(&f->io_lock);
+}
+
 const struct hmm_device_ops hmm_fabric_ops = {
 	.size = sizeof(struct hmm_device_ops),
 	.version = HMM_DEVICE_OPS_VERSION,
@@ -338,4 +372,5 @@ const struct hmm_device_ops hmm_fabric_ops = {
 	.variants = fabric_variants,
 	.fetch = fabric_fetch,
 	.release = fabric_release,
+	.health = fabric_health,
 };

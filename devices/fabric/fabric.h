@@ -32,6 +32,11 @@ struct fabric_device {
 	struct hmm_device dev;
 	struct fabric_node *nodes[FABRIC_MAX_NODES];
 	unsigned nnodes;
+	/* What it takes to connect to a node again (the restorer's rejoin). */
+	char node_addr[FABRIC_MAX_NODES][128];
+	char provider[WIRE_PROVIDER_LEN];
+	uint8_t key[WIRE_KEY_BYTES];
+	bool keyed;
 	unsigned replicas;
 	int timeout_ms;                     /* an operation's deadline */
 	bool sealed;
@@ -84,8 +89,13 @@ void fabric_node_died(struct fabric_device *f, struct fabric_node *n, const char
 /* Control connections that hung up: their nodes are dead. */
 void fabric_check_hangups(struct fabric_device *f);
 
+/* fabric.c: connect to node @i (f->node_addr); 0 or -errno, logged unless @quiet. */
+int fabric_connect_node(struct fabric_device *f, unsigned i, bool quiet, struct fabric_node **ret);
+
 /* restore.c: bring pages back to `replicas` copies after a node died. */
 int fabric_restorer_start(struct fabric_device *f);
 void fabric_restorer_stop(struct fabric_device *f);
+/* Pages with fewer good copies than wanted (and at least one), io_lock held. */
+uint64_t fabric_degraded_pages(struct fabric_device *f);
 
 #endif /* UHMM_FABRIC_H */

@@ -7,13 +7,18 @@
  * nodes, which then holds the copies. One stripe per turn of io_lock, so
  * the program's faults and evictions wait at most one stripe's transfers.
  * It also notices nodes whose control connection hung up while nothing was
- * being transferred.
+ * being transferred, and tries dead nodes again every REJOIN_NS: a node
+ * that answers (restarted, or back from a partition) lends us a new, empty
+ * region, joins as it, and gets copies again. It never serves what its old
+ * region held: every slot forgets it first.
  */
 #include <errno.h>
 #include <signal.h>
 #include <time.h>
 
 #include "fabric.h"
+
+#define REJOIN_NS 2000000000ull
 
 /* Pages from @slot (within one stripe) that need copies and share their current ones. */
 static uint32_t needy_run(struct fabric_device *f, uint64_t slot, uint32_t max)
@@ -27,6 +32,15 @@ static uint32_t needy_run(struct fabric_device *f, uint64_t slot, uint32_t max)
 		return 0;
 	while (n < max && f->slots[slot + n] == meta)
 		n++;
+	return n;
+}
+
+uint64_t fabric_degraded_pages(struct fabric_device *f)
+{
+	uint64_t n = 0;
+
+	for (uint64_t s = 0; s < f->nslots; s++)
+		n += needy_run(f, s, 1);
 	return n;
 }
 
@@ -54,9 +68,41 @@ static void restore_stripe(struct fabric_device *f, uint64_t first)
 	}
 }
 
+/* With io_lock held; dropped while connecting. */
+static void try_rejoin(struct fabric_device *f, uint64_t *last_ns)
+{
+	uint64_t now = node_now_ns();
+
+	if (f->alive == (uint8_t)((1u << f->nnodes) - 1) || now - *last_ns < REJOIN_NS)
+		return;
+	*last_ns = now;
+	for (unsigned i = 0; i < f->nnodes && !f->stopping; i++) {
+		struct fabric_node *n;
+		uint16_t bit = (uint16_t)(1u << i);
+		int err;
+
+		if (f->alive & bit)
+			continue;
+		pthread_mutex_unlock(&f->io_lock);
+		err = fabric_connect_node(f, i, true, &n);
+		pthread_mutex_lock(&f->io_lock);
+		if (err)
+			continue;
+		for (uint64_t s = 0; s < f->nslots; s++)
+			f->slots[s] &= (uint16_t)~bit;
+		/* The dead one stays allocated: its provider may still hold its ops. */
+		f->nodes[i] = n;
+		f->alive |= (uint8_t)bit;
+		f->degraded = true;
+		hmm_device_log(&f->dev, "memory node %s is back, empty: copies are restored onto it",
+			       n->addr);
+	}
+}
+
 static void *restorer_main(void *arg)
 {
 	struct fabric_device *f = arg;
+	uint64_t last_rejoin = node_now_ns();
 	sigset_t all;
 
 	/* Signals are the program's. */
@@ -72,6 +118,8 @@ static void *restorer_main(void *arg)
 			pthread_cond_timedwait(&f->restore_wake, &f->io_lock, &until);
 			if (!f->stopping)
 				fabric_check_hangups(f);
+			if (!f->stopping)
+				try_rejoin(f, &last_rejoin);
 			continue;
 		}
 		f->degraded = false;

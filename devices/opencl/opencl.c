@@ -531,4 +531,5 @@ const struct hmm_device_ops hmm_opencl_ops = {
 	/* A read on the fault thread would wait on the driver: faults queue. */
 	.fetch = hmm_device_fetch_queued,
 	.release = hmm_device_release_nop,
+	.health = hmm_device_health_whole,
 };

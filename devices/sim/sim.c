@@ -191,4 +191,5 @@ const struct hmm_device_ops hmm_sim_ops = {
 	.variants = sim_variants,
 	.fetch = sim_fetch,
 	.release = hmm_device_release_nop,
+	.health = hmm_device_health_whole,
 };

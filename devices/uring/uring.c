@@ -755,4 +755,5 @@ const struct hmm_device_ops hmm_uring_ops = {
 	.variants = uring_variants,
 	.fetch = uring_fetch,
 	.release = uring_release,
+	.health = hmm_device_health_whole,
 };

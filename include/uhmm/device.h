@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define HMM_DEVICE_OPS_VERSION 4
+#define HMM_DEVICE_OPS_VERSION 5
 #define HMM_PAGE_SIZE 4096u
 
 /*
@@ -81,6 +81,16 @@ struct hmm_dma_desc {
 	void *host;        /* npages * HMM_PAGE_SIZE bytes */
 	int32_t status;    /* written by the backend: 0 or -errno */
 	uint32_t done;     /* written by the backend: pages completed */
+};
+
+/* What health() reports; zeros for memory in one piece. */
+struct hmm_device_health {
+	uint32_t parts_total;               /* nodes the memory is spread over */
+	uint32_t parts_alive;               /* not declared dead */
+	uint64_t pages_degraded;            /* fewer copies than wanted: being restored */
+	uint64_t pages_lost;                /* reads that found no good copy */
+	uint64_t pages_restored;            /* copies made again after a loss */
+	uint64_t pages_tampered;            /* copies that failed their seal */
 };
 
 #define HMM_DEVICE_MAX_PARAMS 16
@@ -235,6 +245,17 @@ struct hmm_device_ops {
 	 * to keep.
 	 */
 	void (*release)(struct hmm_device *dev, uint64_t first, uint64_t nslots);
+
+	/* Version 5. */
+
+	/**
+	 * health() - how a device whose memory is spread over parts that fail
+	 * on their own (remote memory on several nodes) is doing: hmm_device_info
+	 * reports it. Context: an application thread, no runtime locks held;
+	 * may wait for a transfer under way.
+	 * hmm_device_health_whole is the stub for memory in one piece.
+	 */
+	void (*health)(struct hmm_device *dev, struct hmm_device_health *ret);
 };
 
 /* Shared stubs for ops that do not apply to a backend. */
@@ -245,6 +266,7 @@ int hmm_device_mem_atomic_add_enosys(struct hmm_device *dev, uint64_t slot, size
 				     uint64_t value, uint64_t *ret_old);
 int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npages, void *host);
 void hmm_device_release_nop(struct hmm_device *dev, uint64_t first, uint64_t nslots);
+void hmm_device_health_whole(struct hmm_device *dev, struct hmm_device_health *ret);
 /* For coherent memory that is already where the CPU maps it. */
 int hmm_device_place_in_place(struct hmm_device *dev, void *addr, size_t npages,
 			      bool on_device);

@@ -130,6 +130,7 @@ static int memory_model(const struct hmm_device_core *c)
 int hmm_device_info(struct hmm_device *dev, struct hmm_device_info *ret_info)
 {
 	struct hmm_device_info info = { .size = sizeof(info) };
+	struct hmm_device_health health;
 	struct hmm_device_core *c;
 	int err;
 
@@ -158,6 +159,13 @@ int hmm_device_info(struct hmm_device *dev, struct hmm_device_info *ret_info)
 	info.keeps_clean = dev_keep_clean(c);
 	if (c->dev->size >= offsetof(struct hmm_device, detail) + sizeof(c->dev->detail))
 		snprintf(info.detail, sizeof(info.detail), "%s", c->dev->detail);
+	dev_health(c, &health);
+	info.parts_total = health.parts_total;
+	info.parts_alive = health.parts_alive;
+	info.pages_degraded = health.pages_degraded;
+	info.pages_lost = health.pages_lost;
+	info.pages_restored = health.pages_restored;
+	info.pages_tampered = health.pages_tampered;
 	rt_leave();
 	memcpy((char *)ret_info + sizeof(info.size), (char *)&info + sizeof(info.size),
 	       MIN(ret_info->size, sizeof(info)) - sizeof(info.size));

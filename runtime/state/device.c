@@ -383,6 +383,22 @@ int hmm_device_fetch_queued(struct hmm_device *dev, uint64_t slot, uint32_t npag
 	return -EWOULDBLOCK;
 }
 
+void hmm_device_health_whole(struct hmm_device *dev, struct hmm_device_health *ret)
+{
+	(void)dev;
+	memset(ret, 0, sizeof(*ret));
+}
+
+void dev_health(struct hmm_device_core *c, struct hmm_device_health *ret)
+{
+	const struct hmm_device_ops *ops = c->dev->ops;
+
+	memset(ret, 0, sizeof(*ret));
+	if (ops->size >= offsetof(struct hmm_device_ops, health) + sizeof(ops->health) &&
+	    ops->health)
+		ops->health(c->dev, ret);
+}
+
 void hmm_device_release_nop(struct hmm_device *dev, uint64_t first, uint64_t nslots)
 {
 	(void)dev, (void)first, (void)nslots;

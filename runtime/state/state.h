@@ -214,6 +214,8 @@ static inline void *dev_slot_addr(const struct hmm_device_core *c, uint64_t slot
 struct hmm_device_core *dev_from_handle(struct hmm_device *dev);   /* NULL if not open */
 /* ops->fetch where the backend's table has it (version 3), else -EWOULDBLOCK. */
 int dev_fetch(struct hmm_device_core *c, uint64_t slot, uint32_t npages, void *host);
+/* ops->health where the backend's table has it (version 5), else zeros. */
+void dev_health(struct hmm_device_core *c, struct hmm_device_health *ret);
 struct hmm_device_core *dev_by_loc(unsigned loc);                  /* dev_loc() inverse */
 /* The runtime's side of a device: parse, probe, open, then slots, mirror, queue. */
 int dev_open(const char *spec, bool from_env, struct hmm_device_core **ret);

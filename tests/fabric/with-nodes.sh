@@ -1,23 +1,31 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# with-nodes.sh MEMNODE N [--key-file F] [--provider P] -- COMMAND...
+# with-nodes.sh MEMNODE N [--keyed] [memnode options] -- COMMAND...
 #
 # Starts N memory nodes (uhmm-memnode) on loopback, each on a port of its
-# own choosing, runs COMMAND with UHMM_FABRIC_NODES naming them (and
-# UHMM_FABRIC_NODE_PIDS their pids, for tests that kill one), then stops
-# them. COMMAND's status is the script's.
+# own choosing, runs COMMAND with UHMM_FABRIC_NODES naming them, then stops
+# them. COMMAND's status is the script's. For tests that kill or restart a
+# node: UHMM_FABRIC_NODE_PIDS (their pids) and UHMM_MEMNODE (the binary).
+# --keyed: the nodes get a new key file, and COMMAND UHMM_FABRIC_KEY.
 set -eu
 memnode=$1
 count=$2
 shift 2
+dir=$(mktemp -d)
 extra=""
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
-	extra="$extra $1"
+	if [ "$1" = --keyed ]; then
+		"$memnode" --gen-key "$dir/key"
+		extra="$extra --key-file $dir/key"
+		UHMM_FABRIC_KEY=$dir/key
+		export UHMM_FABRIC_KEY
+	else
+		extra="$extra $1"
+	fi
 	shift
 done
 [ $# -gt 0 ] && shift
 
-dir=$(mktemp -d)
 pids=""
 cleanup() {
 	# shellcheck disable=SC2086
@@ -52,7 +60,8 @@ while [ "$i" -lt "$count" ]; do
 done
 UHMM_FABRIC_NODES=${nodes# }
 UHMM_FABRIC_NODE_PIDS=${pids# }
-export UHMM_FABRIC_NODES UHMM_FABRIC_NODE_PIDS
+UHMM_MEMNODE=$memnode
+export UHMM_FABRIC_NODES UHMM_FABRIC_NODE_PIDS UHMM_MEMNODE
 rc=0
 "$@" || rc=$?
 exit "$rc"
