@@ -69,4 +69,22 @@ static inline void bench_uring(size_t size, unsigned samples, bool quick)
 }
 #endif
 
+/*
+ * Remote memory, built with the fabric device only: the device against raw
+ * libfabric RMA to memory nodes (uhmm-memnode from dir) it starts on
+ * loopback. raw_fault_once() must be ready (raw_setup).
+ */
+#if UHMM_BENCH_HAVE_FABRIC
+void bench_fabric(const char *dir, size_t size, unsigned samples, bool quick);
+#else
+static inline void bench_fabric(const char *dir, size_t size, unsigned samples, bool quick)
+{
+	(void)dir;
+	(void)size;
+	(void)samples;
+	(void)quick;
+	fprintf(stderr, "uhmm-bench: built without the fabric device: fabric_* left out\n");
+}
+#endif
+
 #endif

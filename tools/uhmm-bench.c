@@ -424,7 +424,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: uhmm-bench [--kv] [--size SIZE] [--samples N] [--quick] [--no-preload]\n"
-		"                  [--tier-only]\n"
+		"                  [--tier-only] [--fabric-only]\n"
 		"\n"
 		"Measures the runtime on the sim device, then on the uring storage tier, each\n"
 		"figure next to a baseline taken in the same run:\n"
@@ -487,7 +487,8 @@ static void usage(FILE *f)
 		"  --samples N  latency samples (default 2000)\n"
 		"  --quick      fewer runs of the transparent-mode programs and storage-tier rounds\n"
 		"  --no-preload leave the transparent-mode figures out, spill_vs_swap too\n"
-		"  --tier-only  only the storage-tier figures (uring_*, spill_vs_swap)\n");
+		"  --tier-only  only the storage-tier figures (uring_*, spill_vs_swap)\n"
+		"  --fabric-only  only the remote-memory figures (fabric_*)\n");
 }
 
 static size_t parse_size(const char *s)
@@ -549,13 +550,14 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' },
 		{ "no-preload", no_argument, NULL, 'P' },
 		{ "tier-only", no_argument, NULL, 'T' },
+		{ "fabric-only", no_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct hmm_stats st = { .size = sizeof(st) };
 	struct hmm_device *dev, *copy_dev, *fresh;
 	double mc, raw, ours;
-	bool quick = false, preload = true, tier_only = false;
+	bool quick = false, preload = true, tier_only = false, fabric_only = false;
 	char dir[4096];
 	ssize_t n;
 	char *p, *buf;
@@ -569,6 +571,7 @@ int main(int argc, char **argv)
 		case 'q': quick = true; break;
 		case 'P': preload = false; break;
 		case 'T': tier_only = true; break;
+		case 'F': fabric_only = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -579,14 +582,16 @@ int main(int argc, char **argv)
 	}
 	/* Programs under uhmm-run first, while this process manages nothing. */
 	n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
-	if (preload && n > 0) {
-		dir[n] = 0;
+	dir[n > 0 ? n : 0] = 0;
+	if (strrchr(dir, '/'))
 		*strrchr(dir, '/') = 0;
-		if (!tier_only) {
+	if (preload && n > 0) {
+		if (!tier_only && !fabric_only) {
 			bench_preload(dir, quick);
 			bench_opencl(dir, quick);
 		}
-		bench_swap(dir, quick);
+		if (!fabric_only)
+			bench_swap(dir, quick);
 	}
 	if ((c = hmm_init())) {
 		fprintf(stderr, "uhmm-bench: hmm_init: %s\n", strerror(-c));
@@ -595,6 +600,11 @@ int main(int argc, char **argv)
 	if (tier_only) {
 		raw_setup();
 		bench_uring(size, samples, quick);
+		return 0;
+	}
+	if (fabric_only) {
+		raw_setup();
+		bench_fabric(dir, size, samples, quick);
 		return 0;
 	}
 	dev = open_dev("sim");
@@ -655,5 +665,6 @@ int main(int argc, char **argv)
 	hmm_device_close(dev);
 
 	bench_uring(size, samples, quick);
+	bench_fabric(dir, size, samples, quick);
 	return 0;
 }
