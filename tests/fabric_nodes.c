@@ -14,6 +14,10 @@
  *                    makes it a replica again
  *   tampered         sealed pages altered in a node's memory: detected,
  *                    read from the other copy; both altered: SIGBUS
+ *   partition        (tests/fabric/netns.sh: nodes in network namespaces)
+ *                    node 0's link goes down, silently: it is declared
+ *                    dead at the deadline and its pages read from the
+ *                    other copy; pages off loopback are sealed by default
  */
 #include <pthread.h>
 #include <signal.h>
@@ -339,5 +343,32 @@ static int tampered(void)
 	return T_PASS;
 }
 
+static int partition(void)
+{
+	const char *cut = getenv("UHMM_FABRIC_PARTITION");
+	int *p = hmm_alloc(PAGES * PAGE);
+	struct hmm_device_info info;
+	struct t_log log;
+	size_t lines = 0;
+
+	if (!cut)
+		SKIP("no partition to make (UHMM_FABRIC_PARTITION): run by tests/fabric/netns.sh");
+	CHECK(p);
+	CHECK_OK(health(&info));
+	CHECK(strstr(info.detail, "sealed"));
+	t_fill(p, PAGES * INTS_PER_PAGE, 5);
+	CHECK_OK(hmm_migrate(p, PAGES * PAGE, dev0, 0, NULL));
+	CHECK_EQ(system(cut), 0);
+	CHECK_OK(t_log_start(&log));
+	CHECK_EQ(t_count_bad(p, PAGES * INTS_PER_PAGE, 5), 0);
+	CHECK_EQ(t_log_stop(&log, "is dead", &lines), 1);
+	CHECK_OK(health(&info));
+	CHECK_EQ(info.parts_alive, 1);
+	CHECK_EQ(info.pages_lost, 0);
+	CHECK_EQ(t_sigbus, 0);
+	hmm_free(p);
+	return T_PASS;
+}
+
 T_MAIN(TEST_CASE(node_lost, 0), TEST_CASE(all_copies_lost, 0), TEST_CASE(node_restart, 0),
-       TEST_CASE(tampered, 0))
+       TEST_CASE(tampered, 0), TEST_CASE(partition, 0))

@@ -21,13 +21,24 @@
 static const uint64_t mr_modes_we_honour =
 	FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ALLOCATED | FI_MR_LOCAL | FI_MR_ENDPOINT;
 
-void fab_set_mr_cache_monitor(void)
+void fab_set_environment(void)
 {
 	const char *m = getenv("FI_MR_CACHE_MONITOR");
 
 	/* kdreg2 and memhooks leave userfaultfd alone; uffd and the default may not. */
 	if (!m || !strcmp(m, "uffd") || !strcmp(m, "userfaultfd"))
 		setenv("FI_MR_CACHE_MONITOR", "disabled", 1);
+	/*
+	 * rxm's bounce buffers carry messages, and we send none: RMA goes
+	 * to the core provider directly. At their default 16 KiB and 128
+	 * queue entries per connection, the pools fi_enable fills take 68 MiB
+	 * of RSS per endpoint, in a process whose memory we are limiting;
+	 * with 1 KiB and queues sized for NODE_QD operations (and rxm's own
+	 * few), 3.
+	 */
+	setenv("FI_OFI_RXM_BUFFER_SIZE", "1024", 0);
+	setenv("FI_OFI_RXM_MSG_TX_SIZE", "32", 0);
+	setenv("FI_OFI_RXM_MSG_RX_SIZE", "16", 0);
 }
 
 static struct fi_info *hints_for(const char *provider, bool target)
@@ -41,6 +52,7 @@ static struct fi_info *hints_for(const char *provider, bool target)
 	h->mode = FI_CONTEXT;
 	h->domain_attr->mr_mode = (int)mr_modes_we_honour;
 	h->domain_attr->threading = FI_THREAD_SAFE;
+
 	h->fabric_attr->prov_name = strdup(provider);
 	return h;
 }

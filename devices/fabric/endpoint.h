@@ -46,10 +46,13 @@ void fab_close(struct fab_endpoint *e);
 int fab_name(struct fab_endpoint *e, void *addr, uint32_t *addrlen);
 
 /*
- * fab_set_mr_cache_monitor() - keep libfabric's memory-registration cache
- * off userfaultfd: a range belongs to one uffd, and ours manages the heap.
- * Call before the first fi_getinfo of the process.
+ * fab_set_environment() - libfabric's settings for us, where the user made
+ * none: its memory-registration cache kept off userfaultfd (a range
+ * belongs to one uffd, and ours manages the heap), and rxm's message
+ * buffers small. Call before the first fi_getinfo of the process. Nodes
+ * and clients must run with the same rxm settings: rxm connections between
+ * different ones never come up.
  */
-void fab_set_mr_cache_monitor(void);
+void fab_set_environment(void);
 
 #endif /* UHMM_FABRIC_ENDPOINT_H */

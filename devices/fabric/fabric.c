@@ -134,6 +134,7 @@ int fabric_connect_node(struct fabric_device *f, unsigned i, bool quiet, struct 
 	n->ctl.fd = -1;
 	rc = node_connect(n, f->node_addr[i], f->provider, f->keyed ? f->key : NULL,
 			  f->dev.mem_bytes, CONNECT_TIMEOUT_MS, err, sizeof(err));
+	n->op_timeout_ns = (uint64_t)f->timeout_ms * 1000000u;
 	if (rc) {
 		if (!quiet)
 			hmm_device_log(&f->dev, "%s", err);
@@ -158,7 +159,6 @@ static int connect_nodes(struct fabric_device *f, const struct hmm_device_config
 	}
 	f->keyed = key_file;
 	snprintf(f->provider, sizeof(f->provider), "%s", provider);
-	fab_set_mr_cache_monitor();
 	for (unsigned i = 0; i < f->nnodes && !rc; i++) {
 		snprintf(f->node_addr[i], sizeof(f->node_addr[i]), "%s",
 			 hmm_device_config_get_nth(cfg, "node", i));

@@ -69,14 +69,30 @@ static int ask_region(struct fabric_node *n, uint64_t bytes, struct wire_region 
 	return err;
 }
 
+/*
+ * The endpoint binds the address our control connection to the node left
+ * from: the one that routes to it. Left to itself, the provider takes the
+ * first interface's, which the node may have no route back to (a node in
+ * another network namespace, a machine with several networks), and
+ * connects for ever (libfabric #12480).
+ */
 static int setup_endpoint(struct fabric_node *n, const struct wire_region *r, char *err,
 			  size_t errlen)
 {
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char local_host[NI_MAXHOST];
 	char provider[WIRE_PROVIDER_LEN + 1] = { 0 };
 	int rc;
 
 	memcpy(provider, r->provider, WIRE_PROVIDER_LEN);
-	rc = fab_open(&n->ep, provider, NULL, false, err, errlen);
+	if (getsockname(n->ctl.fd, (struct sockaddr *)&ss, &sslen) ||
+	    getnameinfo((struct sockaddr *)&ss, sslen, local_host, sizeof(local_host), NULL, 0,
+			NI_NUMERICHOST)) {
+		snprintf(err, errlen, "cannot tell our address towards the node");
+		return -EIO;
+	}
+	rc = fab_open(&n->ep, provider, local_host, false, err, errlen);
 	if (rc)
 		return rc;
 	if (fi_av_insert(n->ep.av, r->addr, 1, &n->peer, 0, NULL) != 1) {
@@ -107,7 +123,10 @@ int node_connect(struct fabric_node *n, const char *addr, const char *provider,
 	struct wire_region r;
 	int rc;
 
+	/* Before the provider reads its settings: a node and its clients must agree. */
+	fab_set_environment();
 	snprintf(n->addr, sizeof(n->addr), "%s", addr);
+	n->op_timeout_ns = (uint64_t)timeout_ms * 1000000u;
 	n->ctl.fd = tcp_connect(addr, timeout_ms);
 	if (n->ctl.fd < 0) {
 		snprintf(err, errlen, "node %s: %s", addr, strerror(-n->ctl.fd));
@@ -175,12 +194,13 @@ struct node_op *node_op_get(struct fabric_node *n)
 int node_post(struct node_op *op, bool write, uint64_t offset, size_t len)
 {
 	struct fabric_node *n = op->node;
-	uint64_t addr = n->raddr + offset;
+	uint64_t addr = n->raddr + offset, start;
 	ssize_t rc;
 
 	if (len > NODE_CHUNK || offset + len > n->bytes)
 		return -EINVAL;
 	op->busy = true;
+	start = node_now_ns();
 	for (;;) {
 		rc = write ? fi_write(n->ep.ep, op->staging, len, n->staging_desc, n->peer, addr,
 				      n->rkey, &op->ctx)
@@ -188,9 +208,17 @@ int node_post(struct node_op *op, bool write, uint64_t offset, size_t len)
 				     n->rkey, &op->ctx);
 		if (rc != -FI_EAGAIN)
 			break;
-		/* Connection set-up or a full queue: progress, then post again. */
+		/*
+		 * Connection set-up or a full queue: progress, then post
+		 * again; libfabric would say EAGAIN for ever to a node that
+		 * never answers (#7441).
+		 */
 		if (node_poll(n, 0, NULL, NULL) < 0)
 			break;
+		if (node_now_ns() - start > n->op_timeout_ns) {
+			rc = -FI_ETIMEDOUT;
+			break;
+		}
 	}
 	if (rc) {
 		op->busy = false;

@@ -47,6 +47,7 @@ struct fabric_node {
 	void *staging_desc;
 	struct node_op ops[NODE_QD];
 	unsigned inflight;
+	uint64_t op_timeout_ns;             /* posting gives up after it: connect's, or the owner's */
 	_Atomic bool dead;
 };
 
@@ -67,7 +68,8 @@ struct node_op *node_op_get(struct fabric_node *n);
 
 /*
  * node_post() - start one RMA between op's staging and our region at
- * @offset. Return: 0, or -errno (the op is free again).
+ * @offset. Return: 0, or -errno (the op is free again); -FI_ETIMEDOUT when
+ * the provider would not take it within op_timeout_ns.
  */
 int node_post(struct node_op *op, bool write, uint64_t offset, size_t len);
 

@@ -88,6 +88,31 @@ static void print_stats(FILE *f, const struct wire_stats *s)
 		(unsigned long long)s->refused_nomem, (unsigned long long)s->auth_failures);
 }
 
+/*
+ * A node listening on every address (0.0.0.0, ::) has an endpoint named by
+ * that wildcard, which a client cannot connect to: it gets the address it
+ * reached us at instead, with the endpoint's port.
+ */
+static void name_as_reached(int fd, struct wire_region *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len))
+		return;
+	if (out->addrlen == sizeof(struct sockaddr_in) && ss.ss_family == AF_INET) {
+		struct sockaddr_in *ep = (void *)out->addr;
+
+		if (ep->sin_family == AF_INET && ep->sin_addr.s_addr == htonl(INADDR_ANY))
+			ep->sin_addr = ((struct sockaddr_in *)&ss)->sin_addr;
+	} else if (out->addrlen == sizeof(struct sockaddr_in6) && ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *ep = (void *)out->addr;
+
+		if (ep->sin6_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&ep->sin6_addr))
+			ep->sin6_addr = ((struct sockaddr_in6 *)&ss)->sin6_addr;
+	}
+}
+
 /* One client, from handshake to goodbye. */
 static void *serve_client(void *arg)
 {
@@ -110,6 +135,8 @@ static void *serve_client(void *arg)
 			struct wire_region out = { 0 };
 
 			out.status = region_grant(&node, req.bytes, &region, &out);
+			if (!out.status)
+				name_as_reached(w.fd, &out);
 			err = wire_send(&w, WIRE_REGION, &out, sizeof(out));
 		} else {
 			err = -EPROTO; /* one region per connection */
@@ -338,7 +365,7 @@ int main(int argc, char **argv)
 			listen_addr);
 		return 2;
 	}
-	fab_set_mr_cache_monitor();
+	fab_set_environment();
 	rc = memnode_start(&node, provider, host, mem, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "uhmm-memnode: %s\n", err);
