@@ -64,4 +64,19 @@ UHMM_MEMNODE=$memnode
 export UHMM_FABRIC_NODES UHMM_FABRIC_NODE_PIDS UHMM_MEMNODE
 rc=0
 "$@" || rc=$?
+# A failure: say how the nodes fared, with what they logged.
+if [ "$rc" != 0 ]; then
+	i=0
+	for pid in $pids; do
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "with-nodes.sh: node $i (pid $pid) runs" >&2
+		else
+			st=0
+			wait "$pid" || st=$?
+			echo "with-nodes.sh: node $i (pid $pid) ended with status $st" >&2
+		fi
+		sed "s/^/  node $i: /" "$dir/log$i" >&2
+		i=$((i + 1))
+	done
+fi
 exit "$rc"

@@ -9,7 +9,8 @@
  *
  * The providers progress data by hand (FI_PROGRESS_MANUAL): one-sided
  * operations aimed at us move only while someone reads our completion
- * queue, so a thread does that (progress_main).
+ * queue, so a thread does that (progress_main), under progress_lock: data
+ * moves only while it is held.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -55,15 +56,21 @@ static void *progress_main(void *arg)
 
 	while (!atomic_load(&n->stopping)) {
 		uint64_t t0 = mono_ns(), until;
-		ssize_t got = fi_cq_sread(n->ep.cq, entries, 16, NULL, SLEEP_MS);
+		ssize_t got;
 
+		pthread_mutex_lock(&n->progress_lock);
+		got = fi_cq_sread(n->ep.cq, entries, 16, NULL, SLEEP_MS);
 		if (got == -FI_EAVAIL)
 			drain(n);
+		pthread_mutex_unlock(&n->progress_lock);
 		if (mono_ns() - t0 >= (uint64_t)SLEEP_MS * 1000000u)
 			continue; /* timed out: still idle */
 		until = mono_ns() + SPIN_NS;
-		while (mono_ns() < until && !atomic_load(&n->stopping))
+		while (mono_ns() < until && !atomic_load(&n->stopping)) {
+			pthread_mutex_lock(&n->progress_lock);
 			drain(n);
+			pthread_mutex_unlock(&n->progress_lock);
+		}
 	}
 	return NULL;
 }
@@ -78,6 +85,7 @@ int memnode_start(struct memnode *n, const char *provider, const char *host, uin
 	n->mem_bytes = mem_bytes;
 	n->stats.mem_bytes = mem_bytes;
 	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->progress_lock, NULL);
 	rc = -pthread_create(&n->progress, NULL, progress_main, n);
 	if (rc) {
 		snprintf(err, errlen, "progress thread: %s", strerror(-rc));
@@ -206,9 +214,16 @@ void region_free(struct memnode *n, struct region *r)
 {
 	if (!r->base)
 		return;
-	/* Closed first: from here on the key opens nothing. */
+	/*
+	 * Not while the provider moves data: it looks a key up, then copies
+	 * into the region, and a region unmapped in between took the node
+	 * down (SIGSEGV in libfabric). Closed first: from here on the key
+	 * opens nothing.
+	 */
+	pthread_mutex_lock(&n->progress_lock);
 	fi_close(&r->mr->fid);
 	munmap(r->base, r->bytes);
+	pthread_mutex_unlock(&n->progress_lock);
 	unreserve(n, r->bytes, true);
 	memset(r, 0, sizeof(*r));
 }

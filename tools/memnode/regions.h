@@ -19,6 +19,7 @@ struct memnode {
 	pthread_mutex_t lock;               /* the counters below */
 	struct wire_stats stats;
 	pthread_t progress;
+	pthread_mutex_t progress_lock;      /* held while the provider progresses: data moves */
 	_Atomic bool stopping;
 };
 
