@@ -74,8 +74,10 @@ static int getinfo(const char *provider, const char *host, bool target, struct f
 		if (!h)
 			return -ENOMEM;
 		/* shm names its endpoints itself; a host means nothing to it. */
-		err = fi_getinfo(FAB_VERSION, strncmp(*names, "shm", 3) ? host : NULL, NULL,
-				 host ? FI_SOURCE : 0, h, ret);
+		bool named = host && strncmp(*names, "shm", 3);
+
+		err = fi_getinfo(FAB_VERSION, named ? host : NULL, NULL, named ? FI_SOURCE : 0, h,
+				 ret);
 		fi_freeinfo(h);
 		if (!err)
 			return 0;

@@ -13,6 +13,7 @@
  * moves only while it is held.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -44,6 +45,17 @@ static void drain(struct memnode *n)
 }
 
 /*
+ * A region being freed waits for progress_lock; the progress thread would
+ * take it back at once, again and again (a mutex is not fair), so it
+ * stands aside first.
+ */
+static void wait_for_frees(struct memnode *n)
+{
+	while (atomic_load(&n->freeing))
+		sched_yield();
+}
+
+/*
  * Asleep in fi_cq_sread while nobody uses the node; woken early, there is
  * traffic, and the thread polls for SPIN_NS before it sleeps again: a
  * sleeping target costs every one-sided operation a wake-up (several times
@@ -58,6 +70,7 @@ static void *progress_main(void *arg)
 		uint64_t t0 = mono_ns(), until;
 		ssize_t got;
 
+		wait_for_frees(n);
 		pthread_mutex_lock(&n->progress_lock);
 		got = fi_cq_sread(n->ep.cq, entries, 16, NULL, SLEEP_MS);
 		if (got == -FI_EAVAIL)
@@ -67,6 +80,7 @@ static void *progress_main(void *arg)
 			continue; /* timed out: still idle */
 		until = mono_ns() + SPIN_NS;
 		while (mono_ns() < until && !atomic_load(&n->stopping)) {
+			wait_for_frees(n);
 			pthread_mutex_lock(&n->progress_lock);
 			drain(n);
 			pthread_mutex_unlock(&n->progress_lock);
@@ -220,10 +234,12 @@ void region_free(struct memnode *n, struct region *r)
 	 * down (SIGSEGV in libfabric). Closed first: from here on the key
 	 * opens nothing.
 	 */
+	atomic_fetch_add(&n->freeing, 1);
 	pthread_mutex_lock(&n->progress_lock);
 	fi_close(&r->mr->fid);
 	munmap(r->base, r->bytes);
 	pthread_mutex_unlock(&n->progress_lock);
+	atomic_fetch_sub(&n->freeing, 1);
 	unreserve(n, r->bytes, true);
 	memset(r, 0, sizeof(*r));
 }

@@ -20,6 +20,7 @@ struct memnode {
 	struct wire_stats stats;
 	pthread_t progress;
 	pthread_mutex_t progress_lock;      /* held while the provider progresses: data moves */
+	_Atomic unsigned freeing;           /* regions waiting for progress_lock */
 	_Atomic bool stopping;
 };
 
