@@ -3,9 +3,10 @@
 # Set up a Debian 12 machine (as root), build uhmm, and run the demo or the tests.
 #   ./build.sh demo   install what is missing, build, run uhmm-demo on the sim device
 #   ./build.sh test   install what is missing, build, run every test suite (unit,
-#                     device-opencl, device-uring, slow, preload, bench), the unit suite on
-#                     Debian 12's 6.1 kernel in QEMU (kernel61), then the unit
-#                     suite again under ASan+UBSan with the runtime's debug checks on
+#                     device-opencl, device-uring, device-fabric, slow, preload,
+#                     bench), the unit suite on Debian 12's 6.1 kernel in QEMU
+#                     (kernel61), then the unit suite again under ASan+UBSan with
+#                     the runtime's debug checks on
 set -eu
 cd "$(dirname "$0")"
 
@@ -50,8 +51,8 @@ demo)
 test)
 	install_missing
 	build build
-	meson test -C build --suite unit --suite device-opencl --suite device-uring --suite slow \
-		--suite preload --suite bench --print-errorlogs
+	meson test -C build --suite unit --suite device-opencl --suite device-uring \
+		--suite device-fabric --suite slow --suite preload --suite bench --print-errorlogs
 	# The unit suite again on Debian 12's 6.1 kernel, in QEMU (about 13 minutes).
 	meson test -C build --suite kernel61 --print-errorlogs
 	build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug \
