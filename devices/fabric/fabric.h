@@ -86,7 +86,11 @@ uint8_t fabric_place(const struct fabric_device *f, uint64_t slot, unsigned want
 unsigned fabric_wanted(const struct fabric_device *f);
 /* A node is gone: take it out of every choice, wake the restorer. */
 void fabric_node_died(struct fabric_device *f, struct fabric_node *n, const char *why);
-/* Control connections that hung up: their nodes are dead. */
+/*
+ * Control connections that hung up: their nodes are dead. The restorer's
+ * turn each second, not every transfer's (a fault's, too): a node that
+ * goes away mid-transfer fails its operations or misses their deadline.
+ */
 void fabric_check_hangups(struct fabric_device *f);
 
 /* fabric.c: connect to node @i (f->node_addr); 0 or -errno, logged unless @quiet. */

@@ -411,7 +411,6 @@ int fabric_run(struct fabric_device *f, struct hmm_dma_desc *descs, unsigned n)
 
 	memset(r, 0, sizeof(*r));
 	r->f = f;
-	fabric_check_hangups(f);
 	for (unsigned i = 0; i < n; i++) {
 		descs[i].status = 0;
 		descs[i].done = descs[i].npages;
